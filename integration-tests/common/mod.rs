@@ -1,0 +1,303 @@
+//! Shared harness for the integration tests: starts the real `imei-lockd` binary on free loopback
+//! ports with its own data directory, waits until its API answers, and talks to it over HTTP.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "it-token";
+
+/// Path of a built binary of this package.
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "imei-lockd" => PathBuf::from(env!("CARGO_BIN_EXE_imei-lockd")),
+        "imei-lockctl" => PathBuf::from(env!("CARGO_BIN_EXE_imei-lockctl")),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on 127.0.0.1 (also free for UDP, checked).
+pub fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Ports of one daemon instance.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub api: u16,
+    pub metrics: u16,
+    pub radius_auth: u16,
+    pub radius_acct: u16,
+    pub diameter: u16,
+}
+
+impl Ports {
+    pub fn new() -> Self {
+        Self {
+            api: free_port(),
+            metrics: free_port(),
+            radius_auth: free_port(),
+            radius_acct: free_port(),
+            diameter: free_port(),
+        }
+    }
+}
+
+/// A daemon under test: its config file, data directory and process.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub ports: Ports,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+}
+
+/// The configuration a test daemon runs with; `extra` is appended (more sections or tables).
+pub fn config_text(dir: &Path, ports: &Ports, extra: &str) -> String {
+    format!(
+        r#"
+[node]
+data_dir = "{data}"
+block_cache_mb = 16
+[log]
+format = "json"
+level = "debug"
+[policy]
+unknown_sim = "reject"
+[radius]
+auth_listen = "127.0.0.1:{ra}"
+acct_listen = "127.0.0.1:{rc}"
+missing_imei = "reject"
+[[radius.clients]]
+name = "local"
+address = "127.0.0.1/32"
+secret = "testing123"
+require_message_authenticator = true
+[diameter]
+listen = ["tcp://127.0.0.1:{d}"]
+origin_host = "aaa.localdomain"
+origin_realm = "localdomain"
+watchdog_s = 30
+[[diameter.peers]]
+origin_host = "pgw.localdomain"
+[api]
+listen = "127.0.0.1:{api}"
+token = "{TOKEN}"
+[metrics]
+listen = "127.0.0.1:{m}"
+[billing]
+lock_fee = "1.00"
+currency = "EUR"
+{extra}
+"#,
+        data = dir.join("data").display(),
+        ra = ports.radius_auth,
+        rc = ports.radius_acct,
+        d = ports.diameter,
+        api = ports.api,
+        m = ports.metrics,
+    )
+}
+
+impl Daemon {
+    /// Writes a config (with `extra` appended) and starts the daemon.
+    pub fn start(extra: &str) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports::new();
+        let config = dir.path().join("imei-lockd.toml");
+        std::fs::write(&config, config_text(dir.path(), &ports, extra)).unwrap();
+        let log = dir.path().join("daemon.log");
+        let mut d = Self {
+            dir,
+            ports,
+            config,
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            log,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the process and waits for its API.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(bin("imei-lockd"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited early with {status}:\n{}", self.log_text());
+            }
+            if let Ok(r) = http().get(self.url("/healthz")).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon not ready in 30 s:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.ports.api, path)
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let pid = c.id() as i32;
+        unsafe_kill(pid, 15);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    pub fn api(&self) -> Api {
+        Api {
+            base: format!("http://127.0.0.1:{}", self.ports.api),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sends a signal with the `kill` command (no libc in the tests).
+pub fn unsafe_kill(pid: i32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// A small API client for tests.
+pub struct Api {
+    pub base: String,
+}
+
+impl Api {
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = http()
+            .request(m, format!("{}{}", self.base, path))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None)
+    }
+
+    /// Submits and waits for the request to be processed; asserts it was.
+    pub fn submit_wait(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(method, path, body);
+        assert_eq!(s, 202, "{method} {path}: {v}");
+        let id = v["request_id"].as_str().unwrap().to_owned();
+        let (s, r) = self.get(&format!("/v1/requests/{id}?wait=30"));
+        assert_eq!(s, 200);
+        assert_eq!(r["status"], "processed", "{method} {path}: {r}");
+        r
+    }
+
+    pub fn put_profile(&self, name: &str, value: &str) {
+        self.submit_wait(
+            "PUT",
+            &format!("/v1/profiles/{name}"),
+            Some(serde_json::json!({ "imei_management": value })),
+        );
+    }
+
+    pub fn put_sim(&self, imsi: &str, body: Value) {
+        self.submit_wait("PUT", &format!("/v1/sims/{imsi}"), Some(body));
+    }
+
+    pub fn set_value(&self, imsi: &str, value: Option<&str>) {
+        self.submit_wait(
+            "PUT",
+            &format!("/v1/sims/{imsi}/imei-management"),
+            Some(serde_json::json!({ "value": value })),
+        );
+    }
+
+    pub fn sim(&self, imsi: &str) -> Value {
+        let (s, v) = self.get(&format!("/v1/sims/{imsi}"));
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Engine decisions/s on one core with 10k and 1M SIMs stored (release build).
+# Usage: scripts/bench-engine.sh [--sims 10000,1000000] [--seconds 5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo bench --locked --bench engine --no-run
+# One core: the figure is decisions/s single-threaded.
+exec taskset -c 0 cargo bench --locked --bench engine -- "$@"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything imei-lockd needs to build and to run its tests on a fresh Debian machine.
+# Idempotent: packages already present are not fetched again. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+# Build: bindgen (librocksdb-sys) needs libclang; RocksDB itself is compiled from C++ by cargo.
+APT_BUILD=(libclang-dev g++ make)
+# Tests: real third-party peers.
+APT_TEST=(freeradius-utils)
+PIP_TEST=()
+
+want=("${APT_BUILD[@]}")
+if [[ "${1:-}" == "--test" ]]; then
+  want+=("${APT_TEST[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ "${1:-}" == "--test" ]] && ((${#PIP_TEST[@]})); then
+  python3 -m pip install -q --disable-pip-version-check "${PIP_TEST[@]}"
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }

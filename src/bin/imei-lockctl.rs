@@ -1,0 +1,373 @@
+//! imei-lockctl: the admin CLI, a client of the imei-lockd REST API.
+//!
+//! Human output by default, `--json` for scripts. Exit codes: 0 success, 1 the API refused or
+//! failed (the message says why), 2 usage errors, 3 the API could not be reached.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{json, Value};
+
+/// Admin CLI for imei-lockd: SIMs, profiles, provisioning requests, events and billing, over the
+/// daemon's REST API.
+#[derive(Parser, Debug)]
+#[command(name = "imei-lockctl", version, about, long_about = None)]
+struct Cli {
+    /// Base URL of the imei-lockd API.
+    #[arg(
+        long,
+        env = "IMEI_LOCKCTL_API",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    api: String,
+    /// API bearer token (`[api] token` of the daemon).
+    #[arg(
+        long,
+        env = "IMEI_LOCKCTL_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Print the API's JSON instead of human text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// SIMs.
+    #[command(subcommand)]
+    Sim(SimCommand),
+    /// Service profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// Provisioning requests.
+    #[command(subcommand)]
+    Request(RequestCommand),
+    /// Events of a SIM, newest first.
+    Events {
+        imsi: String,
+        /// How many events.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Lock fees owed for a month (YYYY-MM).
+    Billing {
+        month: String,
+        /// CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Wait {
+    /// Wait until the request is processed (up to 30 s) and exit non-zero if it failed.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum SimCommand {
+    /// Show a SIM.
+    Get { imsi: String },
+    /// Create or update a SIM (unset options are left as they are; "none" clears).
+    Set {
+        imsi: String,
+        #[arg(long)]
+        msisdn: Option<String>,
+        #[arg(long)]
+        profile: Option<String>,
+        /// disabled, lock, pairing, or none (follow the profile).
+        #[arg(long)]
+        imei_management: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Delete a SIM.
+    Delete {
+        imsi: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Import SIMs from a CSV file (header imsi,msisdn,profile,imei_management).
+    Import {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Clear the bound IMEI (the next lock session binds afresh).
+    Reset {
+        imsi: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Set the SIM-level IMEI management value: disabled, lock, pairing, or none.
+    ImeiManagement {
+        imsi: String,
+        value: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfileCommand {
+    /// Show a profile.
+    Get { name: String },
+    /// Create or change a profile.
+    Set {
+        name: String,
+        /// disabled, lock or pairing.
+        value: String,
+        /// Monthly Lock fee for SIMs of this profile, e.g. 1.50.
+        #[arg(long)]
+        lock_fee: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RequestCommand {
+    /// Show a provisioning request.
+    Get {
+        id: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure(u8, String);
+
+struct Api {
+    base: String,
+    token: Option<String>,
+    http: Client,
+}
+
+impl Api {
+    fn req(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let mut r = self.http.request(
+            method,
+            format!("{}{}", self.base.trim_end_matches('/'), path),
+        );
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    fn send(&self, r: RequestBuilder) -> Result<(reqwest::StatusCode, String), Failure> {
+        let resp = r
+            .send()
+            .map_err(|e| Failure(3, format!("cannot reach the API at {}: {e}", self.base)))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .map_err(|e| Failure(3, format!("reading the answer: {e}")))?;
+        if status.is_success() {
+            Ok((status, body))
+        } else {
+            let msg = serde_json::from_str::<Value>(&body)
+                .ok()
+                .map(|v| match (v.get("error"), v.get("field")) {
+                    (Some(e), Some(f)) => {
+                        format!("{}: {}", f.as_str().unwrap_or(""), e.as_str().unwrap_or(""))
+                    }
+                    (Some(e), None) => e.as_str().unwrap_or("").to_owned(),
+                    _ => body.clone(),
+                })
+                .unwrap_or(body);
+            Err(Failure(1, format!("HTTP {}: {msg}", status.as_u16())))
+        }
+    }
+
+    fn json(&self, r: RequestBuilder) -> Result<Value, Failure> {
+        let (_, body) = self.send(r)?;
+        serde_json::from_str(&body).map_err(|e| Failure(1, format!("API answered non-JSON: {e}")))
+    }
+
+    /// Submits, then optionally waits; prints the request.
+    fn submit(&self, r: RequestBuilder, wait: &Wait, as_json: bool) -> Result<(), Failure> {
+        let v = self.json(r)?;
+        let id = v
+            .get("request_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if !wait.wait {
+            print_value(&v, as_json);
+            return Ok(());
+        }
+        self.show_request(&id, true, as_json)
+    }
+
+    fn show_request(&self, id: &str, wait: bool, as_json: bool) -> Result<(), Failure> {
+        let path = if wait {
+            format!("/v1/requests/{id}?wait=30")
+        } else {
+            format!("/v1/requests/{id}")
+        };
+        let v = self.json(self.req(reqwest::Method::GET, &path))?;
+        print_value(&v, as_json);
+        match v.get("status").and_then(Value::as_str) {
+            Some("failed") => Err(Failure(1, format!("request {id} failed"))),
+            Some("pending") if wait => Err(Failure(1, format!("request {id} still pending"))),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn print_value(v: &Value, as_json: bool) {
+    if as_json {
+        println!("{v}");
+        return;
+    }
+    match v {
+        Value::Object(map) => {
+            let width = map.keys().map(String::len).max().unwrap_or(0);
+            for (k, val) in map {
+                let text = match val {
+                    Value::String(s) => s.clone(),
+                    Value::Null => "-".into(),
+                    other => other.to_string(),
+                };
+                println!("{k:width$}  {text}");
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                print_value(item, false);
+                println!();
+            }
+        }
+        other => println!("{other}"),
+    }
+}
+
+/// "none" clears a value; anything else is sent as given.
+fn nullable(s: &str) -> Value {
+    if s == "none" {
+        Value::Null
+    } else {
+        Value::String(s.to_owned())
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let http = Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| Failure(3, e.to_string()))?;
+    let api = Api {
+        base: cli.api.clone(),
+        token: cli.token.clone(),
+        http,
+    };
+    let j = cli.json;
+    use reqwest::Method as M;
+    match cli.command {
+        Command::Sim(SimCommand::Get { imsi }) => {
+            let v = api.json(api.req(M::GET, &format!("/v1/sims/{imsi}")))?;
+            print_value(&v, j);
+        }
+        Command::Sim(SimCommand::Set {
+            imsi,
+            msisdn,
+            profile,
+            imei_management,
+            wait,
+        }) => {
+            let mut body = serde_json::Map::new();
+            if let Some(m) = msisdn {
+                body.insert("msisdn".into(), nullable(&m));
+            }
+            if let Some(p) = profile {
+                body.insert("profile".into(), nullable(&p));
+            }
+            if let Some(v) = imei_management {
+                body.insert("imei_management".into(), nullable(&v));
+            }
+            let r = api.req(M::PUT, &format!("/v1/sims/{imsi}")).json(&body);
+            api.submit(r, &wait, j)?;
+        }
+        Command::Sim(SimCommand::Delete { imsi, wait }) => {
+            api.submit(api.req(M::DELETE, &format!("/v1/sims/{imsi}")), &wait, j)?;
+        }
+        Command::Sim(SimCommand::Import { file, wait }) => {
+            let body = std::fs::read(&file)
+                .map_err(|e| Failure(2, format!("cannot read {}: {e}", file.display())))?;
+            let r = api
+                .req(M::POST, "/v1/sims:import")
+                .header(reqwest::header::CONTENT_TYPE, "text/csv")
+                .body(body);
+            api.submit(r, &wait, j)?;
+        }
+        Command::Sim(SimCommand::Reset { imsi, wait }) => {
+            api.submit(
+                api.req(M::POST, &format!("/v1/sims/{imsi}/reset")),
+                &wait,
+                j,
+            )?;
+        }
+        Command::Sim(SimCommand::ImeiManagement { imsi, value, wait }) => {
+            let r = api
+                .req(M::PUT, &format!("/v1/sims/{imsi}/imei-management"))
+                .json(&json!({ "value": nullable(&value) }));
+            api.submit(r, &wait, j)?;
+        }
+        Command::Profile(ProfileCommand::Get { name }) => {
+            let v = api.json(api.req(M::GET, &format!("/v1/profiles/{name}")))?;
+            print_value(&v, j);
+        }
+        Command::Profile(ProfileCommand::Set {
+            name,
+            value,
+            lock_fee,
+            wait,
+        }) => {
+            let mut body = json!({ "imei_management": value });
+            if let Some(f) = lock_fee {
+                body["lock_fee"] = json!(f);
+            }
+            let r = api.req(M::PUT, &format!("/v1/profiles/{name}")).json(&body);
+            api.submit(r, &wait, j)?;
+        }
+        Command::Request(RequestCommand::Get { id, wait }) => {
+            api.show_request(&id, wait.wait, j)?;
+        }
+        Command::Events { imsi, limit } => {
+            let v = api.json(api.req(M::GET, &format!("/v1/sims/{imsi}/events?limit={limit}")))?;
+            print_value(&v, j);
+        }
+        Command::Billing { month, csv } => {
+            if csv {
+                let (_, body) =
+                    api.send(api.req(M::GET, &format!("/v1/billing/{month}?format=csv")))?;
+                print!("{body}");
+            } else {
+                let v = api.json(api.req(M::GET, &format!("/v1/billing/{month}")))?;
+                print_value(&v, j);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, msg)) => {
+            eprintln!("imei-lockctl: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}

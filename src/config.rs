@@ -1,0 +1,571 @@
+//! Configuration: TOML read with the `config` crate, every key overridable from the environment
+//! as `IMEI_LOCKD__SECTION__KEY` (SPEC §3). The key names are a contract with operators' scripts:
+//! keys may be added, never renamed.
+//!
+//! Loading is two steps: the `config` crate merges file and environment and deserializes into
+//! [`Config`] (type errors name the key), then [`Config::validate`] checks values the types cannot
+//! (addresses, CIDRs, URLs, amounts) and names the key too. Unknown keys are errors, so a typo is
+//! never silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{MissingImeiPolicy, UnknownSimPolicy};
+use crate::store::EventKind;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0}: not found")]
+    NotFound(PathBuf),
+    #[error("{0}")]
+    Load(String),
+    #[error("invalid value for key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub log: LogConfig,
+    pub policy: PolicyConfig,
+    pub radius: RadiusConfig,
+    pub diameter: DiameterConfig,
+    pub api: ApiConfig,
+    pub metrics: MetricsConfig,
+    pub billing: BillingConfig,
+    pub alerts: AlertsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// RocksDB data directory.
+    pub data_dir: PathBuf,
+    /// RocksDB block cache, MiB.
+    pub block_cache_mb: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            block_cache_mb: 256,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `imei_lockd=debug,info`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub unknown_sim: UnknownSimPolicy,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            unknown_sim: UnknownSimPolicy::Reject,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RadiusConfig {
+    pub auth_listen: String,
+    pub acct_listen: String,
+    pub missing_imei: MissingImeiPolicy,
+    /// Duplicate-detection window (RFC 5080), seconds.
+    pub dedup_window_s: u64,
+    /// Socket receive buffer, bytes.
+    pub recv_buffer_bytes: usize,
+    /// Receive tasks per port.
+    pub workers: usize,
+    pub clients: Vec<RadiusClientConfig>,
+}
+
+impl Default for RadiusConfig {
+    fn default() -> Self {
+        Self {
+            auth_listen: "0.0.0.0:1812".into(),
+            acct_listen: "0.0.0.0:1813".into(),
+            missing_imei: MissingImeiPolicy::Reject,
+            dedup_window_s: 5,
+            recv_buffer_bytes: 8 * 1024 * 1024,
+            workers: 2,
+            clients: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RadiusClientConfig {
+    pub name: String,
+    /// CIDR (a bare address means /32 or /128).
+    pub address: String,
+    pub secret: String,
+    #[serde(default = "yes")]
+    pub require_message_authenticator: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiameterConfig {
+    /// `tcp://ADDR:PORT` and/or `sctp://ADDR:PORT`.
+    pub listen: Vec<String>,
+    pub origin_host: String,
+    pub origin_realm: String,
+    /// Tw, the watchdog interval (RFC 3539), seconds.
+    pub watchdog_s: u64,
+    pub gx: DiameterAppConfig,
+    pub s6b: DiameterAppConfig,
+    pub peers: Vec<DiameterPeerConfig>,
+}
+
+impl Default for DiameterConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["tcp://0.0.0.0:3868".into()],
+            origin_host: "aaa.localdomain".into(),
+            origin_realm: "localdomain".into(),
+            watchdog_s: 30,
+            gx: DiameterAppConfig {
+                missing_imei: MissingImeiPolicy::Reject,
+            },
+            s6b: DiameterAppConfig {
+                missing_imei: MissingImeiPolicy::Accept,
+            },
+            peers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiameterAppConfig {
+    pub missing_imei: MissingImeiPolicy,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiameterPeerConfig {
+    pub origin_host: String,
+    /// Optional: only accept this peer from this address (CIDR or address).
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub listen: String,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9100".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    pub lock_fee: String,
+    pub currency: String,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            lock_fee: "1.00".into(),
+            currency: "EUR".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    #[serde(default = "default_alert_events")]
+    pub events: Vec<String>,
+    #[serde(default = "default_min_interval")]
+    pub min_interval_s: u64,
+}
+
+fn default_alert_events() -> Vec<String> {
+    vec!["imei_mismatch".into()]
+}
+
+fn default_min_interval() -> u64 {
+    300
+}
+
+/// A `listen` entry of `[diameter]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiameterListen {
+    Tcp(SocketAddr),
+    Sctp(SocketAddr),
+}
+
+/// Parses a socket address, naming the key on error.
+pub fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{value:?} is not an ADDRESS:PORT socket address"),
+        )
+    })
+}
+
+/// Parses a CIDR or a bare address.
+pub fn parse_cidr(key: &str, value: &str) -> Result<IpNet, ConfigError> {
+    if let Ok(net) = value.parse::<IpNet>() {
+        return Ok(net);
+    }
+    value
+        .parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| {
+            invalid(
+                key,
+                format!("{value:?} is not an address or CIDR (e.g. 10.0.0.0/8)"),
+            )
+        })
+}
+
+/// Checks a decimal amount such as `1.00` (up to 4 decimals, not negative).
+pub fn parse_amount(key: &str, value: &str) -> Result<(), ConfigError> {
+    let (int, frac) = value.split_once('.').unwrap_or((value, ""));
+    let ok = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() <= 4
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !(value.contains('.') && frac.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{value:?} is not a decimal amount such as \"1.00\""),
+        ))
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `IMEI_LOCKD__*` environment overrides and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key (or the file) at fault.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::NotFound(path.to_path_buf()));
+        }
+        let built = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("IMEI_LOCKD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("diameter.listen"),
+            )
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let cfg: Self = built
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde's types cannot, naming the key.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first bad value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(invalid("node.data_dir", "must not be empty"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        parse_addr("radius.auth_listen", &self.radius.auth_listen)?;
+        parse_addr("radius.acct_listen", &self.radius.acct_listen)?;
+        if self.radius.workers == 0 || self.radius.workers > 64 {
+            return Err(invalid("radius.workers", "must be 1 to 64"));
+        }
+        for (i, c) in self.radius.clients.iter().enumerate() {
+            let key = |k: &str| format!("radius.clients[{i}].{k}");
+            if c.name.is_empty() {
+                return Err(invalid(key("name"), "must not be empty"));
+            }
+            parse_cidr(&key("address"), &c.address)?;
+            if c.secret.is_empty() {
+                return Err(invalid(key("secret"), "must not be empty"));
+            }
+        }
+        self.diameter_listeners()?;
+        if self.diameter.origin_host.is_empty() {
+            return Err(invalid("diameter.origin_host", "must not be empty"));
+        }
+        if self.diameter.origin_realm.is_empty() {
+            return Err(invalid("diameter.origin_realm", "must not be empty"));
+        }
+        if self.diameter.watchdog_s < 6 {
+            return Err(invalid(
+                "diameter.watchdog_s",
+                "must be at least 6 seconds (RFC 3539 §3.4.1)",
+            ));
+        }
+        for (i, p) in self.diameter.peers.iter().enumerate() {
+            if p.origin_host.is_empty() {
+                return Err(invalid(
+                    format!("diameter.peers[{i}].origin_host"),
+                    "must not be empty",
+                ));
+            }
+            if let Some(a) = &p.address {
+                parse_cidr(&format!("diameter.peers[{i}].address"), a)?;
+            }
+        }
+        let api = parse_addr("api.listen", &self.api.listen)?;
+        if self.api.token.is_some() && self.api.token_file.is_some() {
+            return Err(invalid(
+                "api.token",
+                "set api.token or api.token_file, not both",
+            ));
+        }
+        if let Some(t) = &self.api.token {
+            if t.is_empty() {
+                return Err(invalid("api.token", "must not be empty"));
+            }
+        }
+        if self.api.token.is_none() && self.api.token_file.is_none() && !api.ip().is_loopback() {
+            return Err(invalid(
+                "api.token",
+                "the API listens on a non-loopback address and has no token: set api.token or api.token_file",
+            ));
+        }
+        parse_addr("metrics.listen", &self.metrics.listen)?;
+        parse_amount("billing.lock_fee", &self.billing.lock_fee)?;
+        if self.billing.currency.len() != 3
+            || !self
+                .billing
+                .currency
+                .bytes()
+                .all(|b| b.is_ascii_uppercase())
+        {
+            return Err(invalid(
+                "billing.currency",
+                format!(
+                    "{:?} is not an ISO 4217 code such as EUR",
+                    self.billing.currency
+                ),
+            ));
+        }
+        for (i, w) in self.alerts.webhooks.iter().enumerate() {
+            if !w.url.starts_with("http://") {
+                return Err(invalid(
+                    format!("alerts.webhooks[{i}].url"),
+                    format!("{:?} must be an http:// URL", w.url),
+                ));
+            }
+            for e in &w.events {
+                e.parse::<EventKind>()
+                    .map_err(|m| invalid(format!("alerts.webhooks[{i}].events"), m))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Diameter listeners.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `diameter.listen`.
+    pub fn diameter_listeners(&self) -> Result<Vec<DiameterListen>, ConfigError> {
+        self.diameter
+            .listen
+            .iter()
+            .map(|l| {
+                if let Some(a) = l.strip_prefix("tcp://") {
+                    parse_addr("diameter.listen", a).map(DiameterListen::Tcp)
+                } else if let Some(a) = l.strip_prefix("sctp://") {
+                    parse_addr("diameter.listen", a).map(DiameterListen::Sctp)
+                } else {
+                    Err(invalid(
+                        "diameter.listen",
+                        format!("{l:?} must start with tcp:// or sctp://"),
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    /// The API token, read from `api.token` or `api.token_file`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `api.token_file` when the file cannot be read.
+    pub fn api_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = &self.api.token {
+            return Ok(Some(t.clone()));
+        }
+        match &self.api.token_file {
+            Some(path) => {
+                let t = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        "api.token_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let t = t.trim().to_owned();
+                if t.is_empty() {
+                    return Err(invalid("api.token_file", "the file is empty"));
+                }
+                Ok(Some(t))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The engine policies this configuration asks for.
+    pub fn engine_policy(&self) -> crate::engine::EnginePolicy {
+        crate::engine::EnginePolicy {
+            unknown_sim: self.policy.unknown_sim,
+            missing_imei_radius: self.radius.missing_imei,
+            missing_imei_gx: self.diameter.gx.missing_imei,
+            missing_imei_s6b: self.diameter.s6b.missing_imei,
+            alert_events: self
+                .alerts
+                .webhooks
+                .iter()
+                .flat_map(|w| w.events.iter().filter_map(|e| e.parse().ok()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, body: &str) -> PathBuf {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn shipped_file_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/imei-lockd.toml");
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.node.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.radius.clients.len(), 1);
+        assert!(c.radius.clients[0].require_message_authenticator);
+        assert_eq!(c.diameter.s6b.missing_imei, MissingImeiPolicy::Accept);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let d = tempfile::tempdir().unwrap();
+        for (body, key) in [
+            ("[diameter]\nwatchdog_s = \"soon\"\n", "watchdog_s"),
+            ("[policy]\nunknown_sim = \"maybe\"\n", "unknown_sim"),
+            (
+                "[radius]\nauth_listen = \"nowhere\"\n",
+                "radius.auth_listen",
+            ),
+            (
+                "[[radius.clients]]\nname=\"a\"\naddress=\"10.0.0.0/33\"\nsecret=\"s\"\n",
+                "radius.clients[0].address",
+            ),
+            (
+                "[diameter]\nlisten = [\"udp://1.2.3.4:1\"]\n",
+                "diameter.listen",
+            ),
+            ("[billing]\nlock_fee = \"1,00\"\n", "billing.lock_fee"),
+            ("[radius]\nauth_listn = \"0.0.0.0:1\"\n", "auth_listn"),
+            ("[api]\nlisten = \"0.0.0.0:8080\"\n", "api.token"),
+        ] {
+            let p = write(&d, body);
+            let e = Config::load(&p).unwrap_err().to_string();
+            assert!(e.contains(key), "{body:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn amounts() {
+        for ok in ["1", "1.00", "0.5", "12.3456"] {
+            parse_amount("k", ok).unwrap();
+        }
+        for bad in ["", "-1", "1.", ".5", "1.23456", "1e3", "one"] {
+            assert!(parse_amount("k", bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The lock engine: SPEC §1.2 as code.
+//!
+//! [`Engine::decide`] takes an [`AuthContext`] from any front-end and returns a [`Decision`]. It
+//! reads the SIM and its profile from the [`Store`], applies [`judge`] (a pure function, one arm per
+//! row of the SPEC table), and when the row changes state it writes the new binding with its event
+//! as one compare-and-swap batch, synced before the decision is returned. A lost compare-and-swap
+//! (another session bound first, or provisioning changed the SIM) re-reads and judges again, so
+//! concurrent first sessions bind exactly one IMEI and every other is judged against it.
+//!
+//! The engine knows no protocol and no storage technology; it records a metric and a log line for
+//! every decision.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use crate::context::{AuthContext, Decision, Interface, Phase, PresentedImei, Reason};
+use crate::imei::Imei;
+use crate::store::{
+    Batch, Durability, Event, EventKind, ImeiManagement, Millis, Op, OutboxEntry, SimRecord, Store,
+    StoreError,
+};
+
+/// How many times a decision re-reads after losing a compare-and-swap before giving up.
+const MAX_CAS_ATTEMPTS: usize = 16;
+
+/// `[policy] unknown_sim`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSimPolicy {
+    Reject,
+    /// Treat the SIM as `disabled`.
+    Accept,
+}
+
+/// `missing_imei` of an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingImeiPolicy {
+    Reject,
+    Accept,
+}
+
+/// The policies the engine applies.
+#[derive(Clone, Debug)]
+pub struct EnginePolicy {
+    pub unknown_sim: UnknownSimPolicy,
+    pub missing_imei_radius: MissingImeiPolicy,
+    pub missing_imei_gx: MissingImeiPolicy,
+    pub missing_imei_s6b: MissingImeiPolicy,
+    /// Event kinds that some webhook wants: these also go to the alert outbox.
+    pub alert_events: HashSet<EventKind>,
+}
+
+impl Default for EnginePolicy {
+    fn default() -> Self {
+        Self {
+            unknown_sim: UnknownSimPolicy::Reject,
+            missing_imei_radius: MissingImeiPolicy::Reject,
+            missing_imei_gx: MissingImeiPolicy::Reject,
+            missing_imei_s6b: MissingImeiPolicy::Accept,
+            alert_events: HashSet::new(),
+        }
+    }
+}
+
+impl EnginePolicy {
+    fn missing_imei(&self, interface: Interface) -> MissingImeiPolicy {
+        match interface {
+            Interface::Radius => self.missing_imei_radius,
+            Interface::Gx => self.missing_imei_gx,
+            Interface::S6b => self.missing_imei_s6b,
+            Interface::Api => MissingImeiPolicy::Accept,
+        }
+    }
+}
+
+/// Wall-clock source, injectable for tests (billing months, event times).
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> Millis;
+}
+
+/// The system clock, optionally shifted (for month-boundary tests).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock {
+    pub offset_ms: i64,
+}
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Millis {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        now + self.offset_ms
+    }
+}
+
+/// Engine failures (the front-end answers "unable to comply", never accept).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("SIM {0} kept changing during {MAX_CAS_ATTEMPTS} attempts")]
+    Contention(crate::context::Imsi),
+}
+
+/// The outcome of one row of the decision table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Judgement {
+    pub reason: Reason,
+    /// The new bound IMEI when the row changes the binding.
+    pub bind: Option<Imei>,
+    /// The event the row records.
+    pub event: Option<EventKind>,
+}
+
+/// SPEC §1.2 for a session start (or an update judged like one), as a pure function.
+pub fn judge(
+    effective: ImeiManagement,
+    bound: Option<Imei>,
+    presented: Option<Imei>,
+    missing: MissingImeiPolicy,
+) -> Judgement {
+    let j = |reason, bind, event| Judgement {
+        reason,
+        bind,
+        event,
+    };
+    match (effective, bound, presented) {
+        (ImeiManagement::Disabled, _, _) => j(Reason::Disabled, None, None),
+        (ImeiManagement::Pairing, b, Some(p)) => {
+            if b == Some(p) {
+                j(Reason::Paired, None, None)
+            } else {
+                j(Reason::Paired, Some(p), Some(EventKind::ImeiPaired))
+            }
+        }
+        (ImeiManagement::Pairing, _, None) => j(Reason::PairingNoImei, None, None),
+        (ImeiManagement::Lock, None, Some(p)) => {
+            j(Reason::Bound, Some(p), Some(EventKind::ImeiBound))
+        }
+        (ImeiManagement::Lock, Some(b), Some(p)) if b == p => j(Reason::Match, None, None),
+        (ImeiManagement::Lock, Some(_), Some(_)) => {
+            j(Reason::Mismatch, None, Some(EventKind::ImeiMismatch))
+        }
+        (ImeiManagement::Lock, _, None) => match missing {
+            MissingImeiPolicy::Accept => j(
+                Reason::MissingImeiAccepted,
+                None,
+                Some(EventKind::ImeiMissing),
+            ),
+            MissingImeiPolicy::Reject => j(
+                Reason::MissingImeiRejected,
+                None,
+                Some(EventKind::ImeiMissing),
+            ),
+        },
+    }
+}
+
+/// The lock engine.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    policy: parking_lot::RwLock<Arc<EnginePolicy>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, policy: EnginePolicy, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            policy: parking_lot::RwLock::new(Arc::new(policy)),
+            clock,
+        }
+    }
+
+    /// Replaces the policies (configuration reload).
+    pub fn set_policy(&self, policy: EnginePolicy) {
+        *self.policy.write() = Arc::new(policy);
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The effective value of a SIM: its own, else its profile's, else `disabled`.
+    ///
+    /// # Errors
+    /// Store errors reading the profile.
+    pub fn effective(&self, sim: &SimRecord) -> Result<ImeiManagement, StoreError> {
+        if let Some(v) = sim.value {
+            return Ok(v);
+        }
+        match &sim.profile {
+            Some(name) => Ok(self
+                .store
+                .profile(name)?
+                .map_or(ImeiManagement::Disabled, |p| p.value)),
+            None => Ok(ImeiManagement::Disabled),
+        }
+    }
+
+    /// Decides one request; records its metric and log line.
+    ///
+    /// # Errors
+    /// [`EngineError`] when the store fails or the SIM keeps changing; the front-end must then
+    /// answer with a temporary failure, never an accept.
+    pub fn decide(&self, ctx: &AuthContext) -> Result<Decision, EngineError> {
+        let started = Instant::now();
+        if let PresentedImei::Malformed(e) = &ctx.imei {
+            metrics::counter!("imei_lockd_imei_malformed_total", "interface" => ctx.interface.as_str())
+                .increment(1);
+            tracing::info!(imsi = %ctx.imsi, interface = %ctx.interface, peer = %ctx.peer,
+                error = %e, "malformed IMEI treated as none presented");
+        }
+        let result = self.decide_inner(ctx);
+        let elapsed = started.elapsed().as_secs_f64();
+        let interface = ctx.interface.as_str();
+        match &result {
+            Ok(d) => {
+                let verdict = if d.is_accept() { "accept" } else { "reject" };
+                metrics::counter!("imei_lockd_decisions_total",
+                    "interface" => interface, "decision" => verdict, "reason" => d.reason.as_str())
+                .increment(1);
+                metrics::histogram!("imei_lockd_decision_duration_seconds", "interface" => interface)
+                    .record(elapsed);
+                log_decision(ctx, d);
+            }
+            Err(e) => {
+                metrics::counter!("imei_lockd_engine_errors_total", "interface" => interface)
+                    .increment(1);
+                tracing::error!(imsi = %ctx.imsi, interface, peer = %ctx.peer,
+                    session = %ctx.session_id, error = %e, "decision failed");
+            }
+        }
+        result
+    }
+
+    fn decide_inner(&self, ctx: &AuthContext) -> Result<Decision, EngineError> {
+        let presented = ctx.imei.imei();
+        let policy = self.policy.read().clone();
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let now = self.clock.now_ms();
+            let Some(sim) = self.store.sim(&ctx.imsi)? else {
+                let reason = match (ctx.phase, policy.unknown_sim) {
+                    (Phase::Update | Phase::End, _) => Reason::SessionContinues,
+                    (Phase::Start, UnknownSimPolicy::Accept) => Reason::UnknownSimAccepted,
+                    (Phase::Start, UnknownSimPolicy::Reject) => Reason::UnknownSimRejected,
+                };
+                return Ok(Decision {
+                    reason,
+                    bound: None,
+                });
+            };
+            let effective = self.effective(&sim)?;
+            let judged_like_start = match ctx.phase {
+                Phase::Start => true,
+                // An update that presents a different IMEI on a locked SIM is judged like a start.
+                Phase::Update => {
+                    effective == ImeiManagement::Lock
+                        && sim.bound.is_some()
+                        && presented.is_some()
+                        && presented != sim.bound
+                }
+                Phase::End => false,
+            };
+            if !judged_like_start {
+                self.note_seen(&sim, presented, now)?;
+                return Ok(Decision {
+                    reason: Reason::SessionContinues,
+                    bound: sim.bound,
+                });
+            }
+            let j = judge(
+                effective,
+                sim.bound,
+                presented,
+                policy.missing_imei(ctx.interface),
+            );
+            let event = j.event.map(|kind| Event {
+                kind,
+                imsi: ctx.imsi,
+                at: now,
+                interface: ctx.interface,
+                peer: ctx.peer.clone(),
+                imei: presented,
+                bound: sim.bound,
+                detail: Some(format!("session {}", ctx.session_id)),
+            });
+            let mut batch = Batch::new();
+            let durability = match j.bind {
+                Some(new) => {
+                    let mut next = sim.clone();
+                    next.bound = Some(new);
+                    next.bound_at = Some(now);
+                    next.last_seen = Some(new);
+                    next.last_seen_at = Some(now);
+                    batch.put_sim(next);
+                    Durability::Synced
+                }
+                None => {
+                    self.note_seen(&sim, presented, now)?;
+                    Durability::Buffered
+                }
+            };
+            if let Some(ev) = event {
+                if policy.alert_events.contains(&ev.kind) {
+                    let id = self.store.next_outbox_id();
+                    batch.push(Op::PutOutbox {
+                        id,
+                        entry: OutboxEntry {
+                            event: ev.clone(),
+                            attempts: 0,
+                            next_attempt_at: now,
+                            done: Vec::new(),
+                        },
+                    });
+                }
+                batch.push(Op::PutEvent(ev));
+            }
+            if !batch.is_empty() {
+                match self.store.write(batch, durability) {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(Decision {
+                reason: j.reason,
+                bound: j.bind.or(sim.bound),
+            });
+        }
+        Err(EngineError::Contention(ctx.imsi))
+    }
+
+    fn note_seen(
+        &self,
+        sim: &SimRecord,
+        presented: Option<Imei>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        match presented {
+            Some(imei) => self.store.note_seen(&sim.imsi, imei, now),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One line per decision: rejects and state changes at info, other accepts at debug.
+fn log_decision(ctx: &AuthContext, d: &Decision) {
+    let imei = ctx.imei.imei().map(|i| i.to_string()).unwrap_or_default();
+    let bound = d.bound.map(|i| i.to_string()).unwrap_or_default();
+    let state_change = matches!(d.reason, Reason::Bound | Reason::Paired | Reason::Mismatch);
+    if !d.is_accept() || state_change {
+        tracing::info!(imsi = %ctx.imsi, imei, bound, interface = %ctx.interface,
+            peer = %ctx.peer, session = %ctx.session_id, phase = ctx.phase.as_str(),
+            reason = d.reason.as_str(), decision = if d.is_accept() { "accept" } else { "reject" },
+            "decision");
+    } else {
+        tracing::debug!(imsi = %ctx.imsi, imei, bound, interface = %ctx.interface,
+            peer = %ctx.peer, session = %ctx.session_id, phase = ctx.phase.as_str(),
+            reason = d.reason.as_str(), decision = "accept", "decision");
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,21 @@
+//! imei-lockd: an AAA daemon that enforces an IMEI lock for IoT SIMs.
+//!
+//! # Layout
+//! - [`imei`], [`context`]: the protocol-neutral types ([`imei::Imei`], [`context::AuthContext`],
+//!   [`context::Decision`]).
+//! - [`engine`]: SPEC §1.2 as code; knows no protocol and no storage technology.
+//! - [`store`]: durable state behind the [`store::Store`] trait (RocksDB, and an in-memory twin).
+//! - [`config`], [`logging`]: the operator's side.
+//!
+//! Protocol front-ends decode requests into an [`context::AuthContext`], ask the engine, and
+//! encode the answer; they never touch the store.
+
+pub mod alerts;
+pub mod api;
+pub mod config;
+pub mod context;
+pub mod engine;
+pub mod imei;
+pub mod logging;
+pub mod provisioning;
+pub mod store;

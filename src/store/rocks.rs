@@ -1,0 +1,696 @@
+//! The embedded store: RocksDB with one column family per record kind.
+//!
+//! # Layout
+//! | column family | key | value |
+//! |---|---|---|
+//! | `sims` | IMSI digits | [`SimRecord`] |
+//! | `profiles` | profile name | [`ProfileRecord`] |
+//! | `members` | profile NUL IMSI | empty (index of SIMs per profile) |
+//! | `events` | IMSI `/` time (8 BE) counter (4 BE) | [`Event`] |
+//! | `requests` | sequence number (8 BE) | [`RequestRecord`] |
+//! | `billing` | `YYYY-MM` `/` IMSI | [`Charge`] |
+//! | `outbox` | id (8 BE) | [`OutboxEntry`] |
+//! | `meta` | name | raw bytes (`schema_version`, cursors) |
+//!
+//! Values use the versioned encoding of [`super::encoding`].
+//!
+//! # Concurrency
+//! A SIM write is a compare-and-swap on its revision, done under a striped mutex (one of
+//! [`STRIPES`], by IMSI hash) so that read-check-write is atomic against other writers of that
+//! SIM. Batches touching several SIMs take their stripes in ascending order (no deadlock). The
+//! whole batch is one RocksDB `WriteBatch`: all or nothing, also across a crash.
+//!
+//! Last-seen updates are buffered in memory and written every second (coalesced per SIM); reads
+//! merge the buffer, so they are visible at once. They are informational and may lose the last
+//! second on a crash; bindings never are buffered.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode,
+    Options, WriteBatch, WriteOptions, DB,
+};
+
+use super::encoding::{self, CURRENT_VERSION};
+use super::{keys, Batch, Durability, Op, Store, StoreCounts, StoreError};
+use super::{Charge, Event, Millis, Operation, OutboxEntry, ProfileRecord, RequestRecord};
+use super::{RequestStatus, SimRecord};
+use crate::context::Imsi;
+use crate::imei::Imei;
+
+/// Number of striped SIM locks.
+pub const STRIPES: usize = 1024;
+const SEEN_SHARDS: usize = 64;
+
+const CF_SIMS: &str = "sims";
+const CF_PROFILES: &str = "profiles";
+const CF_MEMBERS: &str = "members";
+const CF_EVENTS: &str = "events";
+const CF_REQUESTS: &str = "requests";
+const CF_BILLING: &str = "billing";
+const CF_OUTBOX: &str = "outbox";
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 8] = [
+    CF_SIMS,
+    CF_PROFILES,
+    CF_MEMBERS,
+    CF_EVENTS,
+    CF_REQUESTS,
+    CF_BILLING,
+    CF_OUTBOX,
+    CF_META,
+];
+
+/// Tuning knobs (from `[node]`).
+#[derive(Clone, Debug)]
+pub struct RocksOptions {
+    /// Shared block cache, MiB.
+    pub block_cache_mb: usize,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        Self {
+            block_cache_mb: 256,
+        }
+    }
+}
+
+/// The RocksDB-backed [`Store`].
+pub struct RocksStore {
+    inner: Arc<Inner>,
+    /// Dropping it stops the last-seen flusher thread.
+    _stop_flusher: mpsc::Sender<()>,
+}
+
+struct Inner {
+    db: DB,
+    /// Serialises read-check-write of SIM records; index by [`stripe_of`].
+    stripes: Vec<Mutex<()>>,
+    /// Profiles are few and read on every decision: kept in memory, written through.
+    profiles: RwLock<HashMap<String, ProfileRecord>>,
+    /// Buffered last-seen per SIM, sharded by IMSI hash.
+    seen: Vec<Mutex<HashMap<Imsi, (Imei, Millis)>>>,
+    /// Serialises sequence assignment with the write of a request, so the log has no holes.
+    request_log: Mutex<()>,
+    next_request: AtomicU64,
+    next_outbox: AtomicU64,
+    event_counter: AtomicU32,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+fn backend(e: rocksdb::Error) -> StoreError {
+    StoreError::Backend(e.into_string())
+}
+
+fn corrupt(key: &[u8], source: encoding::EncodingError) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    encoding::decode(bytes).map_err(|e| corrupt(key, e))
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the store under `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when RocksDB cannot open the directory, or the directory was
+    /// written by a newer release.
+    pub fn open(dir: &Path, opts: &RocksOptions) -> Result<Self, StoreError> {
+        let cache = Cache::new_lru_cache(opts.block_cache_mb.max(8) * 1024 * 1024);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_keep_log_file_num(4);
+        db_opts.increase_parallelism(2);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut bb = BlockBasedOptions::default();
+            bb.set_block_cache(&cache);
+            bb.set_bloom_filter(10.0, false);
+            bb.set_cache_index_and_filter_blocks(true);
+            bb.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&bb);
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if *name == CF_SIMS {
+                bb.set_block_size(4096);
+                o.set_block_based_table_factory(&bb);
+                o.set_memtable_whole_key_filtering(true);
+                o.set_memtable_prefix_bloom_ratio(0.1);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, dir, cfs).map_err(backend)?;
+
+        let inner = Inner {
+            db,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            profiles: RwLock::new(HashMap::new()),
+            seen: (0..SEEN_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            request_log: Mutex::new(()),
+            next_request: AtomicU64::new(1),
+            next_outbox: AtomicU64::new(1),
+            // Event keys are (IMSI, time, counter): a start that differs per open keeps two
+            // events of one SIM in the same millisecond apart across restarts.
+            event_counter: AtomicU32::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos()),
+            ),
+            hasher: Default::default(),
+        };
+        inner.check_schema()?;
+        inner.load_profiles()?;
+        let last_req = inner.last_u64_key(CF_REQUESTS)?;
+        inner.next_request.store(last_req + 1, Ordering::SeqCst);
+        let last_out = inner.last_u64_key(CF_OUTBOX)?;
+        inner.next_outbox.store(last_out + 1, Ordering::SeqCst);
+
+        let inner = Arc::new(inner);
+        let (tx, rx) = mpsc::channel::<()>();
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("store-flusher".into())
+            .spawn(move || flusher(weak, rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start flusher thread: {e}")))?;
+        Ok(Self {
+            inner,
+            _stop_flusher: tx,
+        })
+    }
+
+    /// Flushes every memtable to SST files and compacts the SIM table (bulk loads, benchmarks).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] from RocksDB.
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        inner.flush_seen()?;
+        for name in ALL_CFS {
+            let cf = inner.cf(name)?;
+            inner.db.flush_cf(&cf).map_err(backend)?;
+        }
+        let sims = inner.cf(CF_SIMS)?;
+        inner
+            .db
+            .compact_range_cf(&sims, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+}
+
+/// Writes buffered last-seen once a second until the store is dropped.
+fn flusher(weak: Weak<Inner>, stop: mpsc::Receiver<()>) {
+    loop {
+        match stop.recv_timeout(Duration::from_secs(1)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        if let Err(e) = inner.flush_seen() {
+            tracing::warn!(error = %e, "writing last-seen IMEIs failed; will retry");
+        }
+    }
+}
+
+impl Inner {
+    fn cf(&self, name: &str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Backend(format!("column family {name} missing")))
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let meta = self.cf(CF_META)?;
+        match self.db.get_cf(&meta, keys::SCHEMA).map_err(backend)? {
+            Some(v) => match v.first() {
+                Some(&ver) if ver <= CURRENT_VERSION => Ok(()),
+                _ => Err(StoreError::Backend(format!(
+                    "data directory has schema version {v:?}; this release reads up to {CURRENT_VERSION}"
+                ))),
+            },
+            None => self
+                .db
+                .put_cf(&meta, keys::SCHEMA, [CURRENT_VERSION])
+                .map_err(backend),
+        }
+    }
+
+    fn load_profiles(&self) -> Result<(), StoreError> {
+        let cf = self.cf(CF_PROFILES)?;
+        let mut map = HashMap::new();
+        for item in self.db.iterator_cf(&cf, IteratorMode::Start) {
+            let (k, v) = item.map_err(backend)?;
+            let p: ProfileRecord = decode(&k, &v)?;
+            map.insert(p.name.clone(), p);
+        }
+        *self.profiles.write() = map;
+        Ok(())
+    }
+
+    fn last_u64_key(&self, cf: &str) -> Result<u64, StoreError> {
+        let cf = self.cf(cf)?;
+        let mut it = self.db.iterator_cf(&cf, IteratorMode::End);
+        match it.next() {
+            Some(item) => {
+                let (k, _) = item.map_err(backend)?;
+                Ok(be_u64(&k).unwrap_or(0))
+            }
+            None => Ok(0),
+        }
+    }
+
+    fn hash_of(&self, imsi: &Imsi) -> usize {
+        self.hasher.hash_one(imsi) as usize
+    }
+
+    fn stripe_of(&self, imsi: &Imsi) -> usize {
+        self.hash_of(imsi) % STRIPES
+    }
+
+    fn seen_shard(&self, imsi: &Imsi) -> &Mutex<HashMap<Imsi, (Imei, Millis)>> {
+        let i = (self.hash_of(imsi) >> 16) % SEEN_SHARDS;
+        // `i < SEEN_SHARDS == self.seen.len()`.
+        &self.seen[i]
+    }
+
+    fn read_sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
+        let cf = self.cf(CF_SIMS)?;
+        match self
+            .db
+            .get_pinned_cf(&cf, imsi.as_bytes())
+            .map_err(backend)?
+        {
+            Some(v) => decode(imsi.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn flush_seen(&self) -> Result<(), StoreError> {
+        let sims = self.cf(CF_SIMS)?;
+        for shard in &self.seen {
+            let drained: Vec<_> = shard.lock().drain().collect();
+            if drained.is_empty() {
+                continue;
+            }
+            let mut wb = WriteBatch::default();
+            // Hold each SIM's stripe while merging so a concurrent CAS cannot interleave.
+            for (imsi, (imei, at)) in drained {
+                let _g = self.stripes[self.stripe_of(&imsi)].lock();
+                if let Some(mut sim) = self.read_sim(&imsi)? {
+                    if sim.last_seen_at.is_none_or(|t| t <= at) {
+                        sim.last_seen = Some(imei);
+                        sim.last_seen_at = Some(at);
+                        wb.put_cf(&sims, imsi.as_bytes(), encoding::encode(&sim));
+                    }
+                }
+                if wb.len() >= 1024 {
+                    self.db
+                        .write_opt(std::mem::take(&mut wb), &write_opts(Durability::Buffered))
+                        .map_err(backend)?;
+                }
+            }
+            self.db
+                .write_opt(wb, &write_opts(Durability::Buffered))
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn prefix_scan<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue<T>>, StoreError> {
+        let cf = self.cf(cf)?;
+        let mut out = Vec::new();
+        let it = self
+            .db
+            .iterator_cf(&cf, IteratorMode::From(start, Direction::Forward));
+        for item in it {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(backend)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if &*k == start && start != prefix {
+                continue;
+            }
+            let val = decode(&k, &v)?;
+            out.push((k, val));
+        }
+        Ok(out)
+    }
+}
+
+/// A raw key with its decoded value.
+type KeyValue<T> = (Box<[u8]>, T);
+
+fn write_opts(d: Durability) -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(d == Durability::Synced);
+    w
+}
+
+fn sim_key_after(after: Option<&Imsi>) -> Vec<u8> {
+    after.map(|i| i.as_bytes().to_vec()).unwrap_or_default()
+}
+
+impl Store for RocksStore {
+    fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
+        let inner = &*self.inner;
+        let Some(mut sim) = inner.read_sim(imsi)? else {
+            return Ok(None);
+        };
+        if let Some(&(imei, at)) = inner.seen_shard(imsi).lock().get(imsi) {
+            if sim.last_seen_at.is_none_or(|t| t <= at) {
+                sim.last_seen = Some(imei);
+                sim.last_seen_at = Some(at);
+            }
+        }
+        Ok(Some(sim))
+    }
+
+    fn profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
+        Ok(self.inner.profiles.read().get(name).cloned())
+    }
+
+    fn sims_of_profile(
+        &self,
+        name: &str,
+        after: Option<&Imsi>,
+        limit: usize,
+    ) -> Result<Vec<Imsi>, StoreError> {
+        let prefix = keys::member_prefix(name);
+        let start = match after {
+            Some(i) => keys::member(name, i),
+            None => prefix.clone(),
+        };
+        let cf = self.inner.cf(CF_MEMBERS)?;
+        let mut out = Vec::new();
+        let it = self
+            .inner
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&start, Direction::Forward));
+        for item in it {
+            let (k, _) = item.map_err(backend)?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            if after.is_some() && *k == *start {
+                continue;
+            }
+            let raw = k.get(prefix.len()..).unwrap_or_default();
+            let imsi = Imsi::parse(raw).map_err(|_| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                source: encoding::EncodingError::Empty,
+            })?;
+            out.push(imsi);
+        }
+        Ok(out)
+    }
+
+    fn scan_sims(&self, after: Option<&Imsi>, limit: usize) -> Result<Vec<SimRecord>, StoreError> {
+        let start = sim_key_after(after);
+        let rows = self
+            .inner
+            .prefix_scan::<SimRecord>(CF_SIMS, b"", &start, limit + 1)?;
+        Ok(rows
+            .into_iter()
+            .filter(|(k, _)| after.is_none() || **k != *start)
+            .take(limit)
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        let stripes: BTreeSet<usize> = batch
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::PutSim { sim, .. } => Some(inner.stripe_of(&sim.imsi)),
+                Op::DeleteSim { imsi, .. } => Some(inner.stripe_of(imsi)),
+                _ => None,
+            })
+            .collect();
+        // Ascending order: two batches can never wait on each other in a cycle.
+        let _guards: Vec<_> = stripes.iter().map(|&s| inner.stripes[s].lock()).collect();
+
+        let sims = inner.cf(CF_SIMS)?;
+        let members = inner.cf(CF_MEMBERS)?;
+        let mut wb = WriteBatch::default();
+        let mut profiles_changed = Vec::new();
+        // Within one batch a SIM may appear twice (import): later ops see earlier ones.
+        let mut pending: HashMap<Imsi, Option<SimRecord>> = HashMap::new();
+        for op in batch.ops {
+            match op {
+                Op::PutSim {
+                    mut sim,
+                    expect_rev,
+                } => {
+                    let current = match pending.get(&sim.imsi) {
+                        Some(c) => c.clone(),
+                        None => inner.read_sim(&sim.imsi)?,
+                    };
+                    let current_rev = current.as_ref().map_or(0, |c| c.rev);
+                    if current_rev != expect_rev {
+                        return Err(StoreError::Conflict(sim.imsi));
+                    }
+                    if let Some(cur) = &current {
+                        // Never move last-seen backwards (the flusher may have written newer).
+                        if cur.last_seen_at > sim.last_seen_at {
+                            sim.last_seen = cur.last_seen;
+                            sim.last_seen_at = cur.last_seen_at;
+                        }
+                    }
+                    let old_profile = current.as_ref().and_then(|c| c.profile.clone());
+                    if old_profile != sim.profile {
+                        if let Some(p) = &old_profile {
+                            wb.delete_cf(&members, keys::member(p, &sim.imsi));
+                        }
+                        if let Some(p) = &sim.profile {
+                            wb.put_cf(&members, keys::member(p, &sim.imsi), []);
+                        }
+                    }
+                    wb.put_cf(&sims, sim.imsi.as_bytes(), encoding::encode(&sim));
+                    pending.insert(sim.imsi, Some(sim));
+                }
+                Op::DeleteSim { imsi, expect_rev } => {
+                    let current = match pending.get(&imsi) {
+                        Some(c) => c.clone(),
+                        None => inner.read_sim(&imsi)?,
+                    };
+                    if current.as_ref().map_or(0, |c| c.rev) != expect_rev {
+                        return Err(StoreError::Conflict(imsi));
+                    }
+                    if let Some(p) = current.as_ref().and_then(|c| c.profile.as_ref()) {
+                        wb.delete_cf(&members, keys::member(p, &imsi));
+                    }
+                    wb.delete_cf(&sims, imsi.as_bytes());
+                    pending.insert(imsi, None);
+                }
+                Op::PutProfile(p) => {
+                    let cf = inner.cf(CF_PROFILES)?;
+                    wb.put_cf(&cf, p.name.as_bytes(), encoding::encode(&p));
+                    profiles_changed.push(p);
+                }
+                Op::PutEvent(ev) => {
+                    let cf = inner.cf(CF_EVENTS)?;
+                    let n = inner.event_counter.fetch_add(1, Ordering::Relaxed);
+                    wb.put_cf(&cf, keys::event(&ev.imsi, ev.at, n), encoding::encode(&ev));
+                }
+                Op::PutRequest(r) => {
+                    let cf = inner.cf(CF_REQUESTS)?;
+                    wb.put_cf(&cf, r.seq.to_be_bytes(), encoding::encode(&r));
+                }
+                Op::PutCharge(c) => {
+                    let cf = inner.cf(CF_BILLING)?;
+                    wb.put_cf(&cf, keys::charge(&c.month, &c.imsi), encoding::encode(&c));
+                }
+                Op::PutOutbox { id, entry } => {
+                    let cf = inner.cf(CF_OUTBOX)?;
+                    wb.put_cf(&cf, id.to_be_bytes(), encoding::encode(&entry));
+                }
+                Op::DeleteOutbox { id } => {
+                    let cf = inner.cf(CF_OUTBOX)?;
+                    wb.delete_cf(&cf, id.to_be_bytes());
+                }
+                Op::PutMeta { key, value } => {
+                    let cf = inner.cf(CF_META)?;
+                    wb.put_cf(&cf, key.as_bytes(), value);
+                }
+            }
+        }
+        inner
+            .db
+            .write_opt(wb, &write_opts(durability))
+            .map_err(backend)?;
+        if !profiles_changed.is_empty() {
+            let mut map = inner.profiles.write();
+            for p in profiles_changed {
+                map.insert(p.name.clone(), p);
+            }
+        }
+        Ok(())
+    }
+
+    fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError> {
+        self.inner.seen_shard(imsi).lock().insert(*imsi, (imei, at));
+        Ok(())
+    }
+
+    fn events(&self, imsi: &Imsi, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let cf = self.inner.cf(CF_EVENTS)?;
+        let prefix = keys::event_prefix(imsi);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xff; 12]);
+        let mut out = Vec::new();
+        let it = self
+            .inner
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&end, Direction::Reverse));
+        for item in it {
+            let (k, v) = item.map_err(backend)?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn submit_request(&self, op: Operation, at: Millis) -> Result<RequestRecord, StoreError> {
+        let inner = &*self.inner;
+        let _log = inner.request_log.lock();
+        let seq = inner.next_request.load(Ordering::SeqCst);
+        let rec = RequestRecord {
+            seq,
+            op,
+            status: RequestStatus::Pending,
+            error: None,
+            submitted_at: at,
+            processed_at: None,
+        };
+        let cf = inner.cf(CF_REQUESTS)?;
+        inner
+            .db
+            .put_cf_opt(
+                &cf,
+                seq.to_be_bytes(),
+                encoding::encode(&rec),
+                &write_opts(Durability::Synced),
+            )
+            .map_err(backend)?;
+        inner.next_request.store(seq + 1, Ordering::SeqCst);
+        Ok(rec)
+    }
+
+    fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError> {
+        let cf = self.inner.cf(CF_REQUESTS)?;
+        let key = seq.to_be_bytes();
+        match self.inner.db.get_pinned_cf(&cf, key).map_err(backend)? {
+            Some(v) => decode(&key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn requests_after(&self, after: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        let start = after.saturating_add(1).to_be_bytes();
+        Ok(self
+            .inner
+            .prefix_scan::<RequestRecord>(CF_REQUESTS, b"", &start, limit)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    fn charges(&self, month: &str) -> Result<Vec<Charge>, StoreError> {
+        let prefix = keys::charge_prefix(month);
+        Ok(self
+            .inner
+            .prefix_scan::<Charge>(CF_BILLING, &prefix, &prefix, usize::MAX)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+
+    fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError> {
+        let cf = self.inner.cf(CF_BILLING)?;
+        let key = keys::charge(month, imsi);
+        match self.inner.db.get_pinned_cf(&cf, &key).map_err(backend)? {
+            Some(v) => decode(&key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        Ok(self
+            .inner
+            .prefix_scan::<OutboxEntry>(CF_OUTBOX, b"", b"", limit)?
+            .into_iter()
+            .filter_map(|(k, e)| Some((be_u64(&k)?, e)))
+            .collect())
+    }
+
+    fn next_outbox_id(&self) -> u64 {
+        self.inner.next_outbox.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let cf = self.inner.cf(CF_META)?;
+        self.inner.db.get_cf(&cf, key).map_err(backend)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush_seen()?;
+        self.inner.db.flush_wal(true).map_err(backend)
+    }
+
+    fn approximate_counts(&self) -> StoreCounts {
+        let prop = |cf: &str, name: &str| -> u64 {
+            self.inner
+                .cf(cf)
+                .ok()
+                .and_then(|h| self.inner.db.property_int_value_cf(&h, name).ok().flatten())
+                .unwrap_or(0)
+        };
+        let disk = ALL_CFS
+            .iter()
+            .map(|cf| prop(cf, "rocksdb.total-sst-files-size"))
+            .sum();
+        StoreCounts {
+            sims: prop(CF_SIMS, "rocksdb.estimate-num-keys"),
+            events: prop(CF_EVENTS, "rocksdb.estimate-num-keys"),
+            outbox: prop(CF_OUTBOX, "rocksdb.estimate-num-keys"),
+            disk_bytes: disk,
+        }
+    }
+}
+
+impl Drop for RocksStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.inner.flush_seen() {
+            tracing::warn!(error = %e, "writing last-seen IMEIs at close failed");
+        }
+    }
+}
