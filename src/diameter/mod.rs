@@ -1,0 +1,11 @@
+//! Diameter (RFC 6733) front-end: the pure [`codec`], the sans-IO [`peer`] state machine, and
+//! the [`gx`] and [`s6b`] mappings between requests and [`crate::context::AuthContext`].
+//!
+//! Nothing here opens a socket or spawns a task: the I/O shell frames the stream with
+//! [`codec::Decoder::peek_length`], feeds frames and time to a [`peer::Peer`], writes what it
+//! polls out, and hands application requests to the engine through [`gx`] / [`s6b`].
+
+pub mod codec;
+pub mod gx;
+pub mod peer;
+pub mod s6b;
