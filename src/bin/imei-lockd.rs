@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use imei_lockd::alerts::{AlertDelivery, Webhook};
 use imei_lockd::api;
 use imei_lockd::config::{parse_addr, Config};
+use imei_lockd::diameter::server::DiameterService;
+use imei_lockd::radius::server::RadiusService;
 use imei_lockd::engine::{Clock, Engine, SystemClock};
 use imei_lockd::provisioning::{BillingSettings, Provisioner};
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
@@ -131,7 +133,12 @@ fn run(cfg: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on metrics.listen {metrics_addr}: {e}"))?;
 
+        let radius = RadiusService::bind(&cfg).await?;
+        let diameter = DiameterService::bind(&cfg).await?;
+
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(radius.run(engine.clone(), stop_rx.clone()));
+        tasks.spawn(diameter.run(engine.clone(), stop_rx.clone()));
         tasks.spawn(provisioner.clone().run(stop_rx.clone()));
         tasks.spawn(alerts.run(stop_rx.clone()));
         let state = Arc::new(api::ApiState {

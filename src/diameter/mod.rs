@@ -9,3 +9,4 @@ pub mod codec;
 pub mod gx;
 pub mod peer;
 pub mod s6b;
+pub mod server;

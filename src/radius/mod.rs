@@ -82,3 +82,4 @@ pub use vsa::VsaError;
 
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod server;

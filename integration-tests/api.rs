@@ -1,0 +1,3 @@
+//! api integration tests (against the real binary).
+
+mod common;

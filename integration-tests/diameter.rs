@@ -1,0 +1,3 @@
+//! diameter integration tests (against the real binary).
+
+mod common;

@@ -1,0 +1,3 @@
+//! radius integration tests (against the real binary).
+
+mod common;
