@@ -111,6 +111,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/requests/{id}", get(get_request))
         .route("/v1/billing/{month}", get(get_billing))
         .route("/v1/imei-management/values", get(values))
+        .route("/v1/openapi.json", get(openapi))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -182,8 +183,18 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
-        ApiError::bad(field, e.inner().to_string())
+        let message = e.inner().to_string();
+        // serde reports a missing field at its parent: name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
+        let field = match (missing, path.as_str()) {
+            (Some(f), ".") => f.to_owned(),
+            (Some(f), p) => format!("{p}.{f}"),
+            (None, ".") => "body".to_owned(),
+            (None, _) => path,
+        };
+        ApiError::bad(field, message)
     })
 }
 
@@ -664,6 +675,13 @@ async fn get_billing(
         })
         .collect();
     Ok(Json(rows).into_response())
+}
+
+/// The OpenAPI document of these routes (committed as `src/openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn values() -> Json<serde_json::Value> {

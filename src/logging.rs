@@ -16,7 +16,8 @@ pub fn init(cfg: &LogConfig) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let res = match cfg.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

@@ -579,3 +579,7 @@ fn read_cursor(store: &dyn Store) -> Result<u64, StoreError> {
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map_or(0, u64::from_be_bytes))
 }
+
+#[cfg(test)]
+#[path = "provisioning_tests.rs"]
+mod tests;

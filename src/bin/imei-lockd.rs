@@ -18,9 +18,9 @@ use imei_lockd::alerts::{AlertDelivery, Webhook};
 use imei_lockd::api;
 use imei_lockd::config::{parse_addr, Config};
 use imei_lockd::diameter::server::DiameterService;
-use imei_lockd::radius::server::RadiusService;
 use imei_lockd::engine::{Clock, Engine, SystemClock};
 use imei_lockd::provisioning::{BillingSettings, Provisioner};
+use imei_lockd::radius::server::RadiusService;
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
 use imei_lockd::store::Store;
 
@@ -139,7 +139,14 @@ fn run(cfg: Config) -> Result<(), String> {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(radius.run(engine.clone(), stop_rx.clone()));
         tasks.spawn(diameter.run(engine.clone(), stop_rx.clone()));
-        tasks.spawn(provisioner.clone().run(stop_rx.clone()));
+        if std::env::var_os("IMEI_LOCKD_TEST_HOLD_PROVISIONING").is_some() {
+            // Test-only: accept requests but do not process them (crash tests).
+            tracing::warn!(
+                "IMEI_LOCKD_TEST_HOLD_PROVISIONING set: provisioning requests stay pending"
+            );
+        } else {
+            tasks.spawn(provisioner.clone().run(stop_rx.clone()));
+        }
         tasks.spawn(alerts.run(stop_rx.clone()));
         let state = Arc::new(api::ApiState {
             provisioner: provisioner.clone(),

@@ -352,9 +352,6 @@ impl Inner {
             if !k.starts_with(prefix) {
                 break;
             }
-            if &*k == start && start != prefix {
-                continue;
-            }
             let val = decode(&k, &v)?;
             out.push((k, val));
         }
