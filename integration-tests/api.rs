@@ -378,7 +378,11 @@ fn csv_import_of_100k_sims() {
     assert_eq!(api.sim("001020000099997")["effective"], "pairing");
     let s = api.sim("001020000099998");
     assert_eq!(
-        (s["profile"].as_str(), s["imei_management"].as_str(), s["effective"].as_str()),
+        (
+            s["profile"].as_str(),
+            s["imei_management"].as_str(),
+            s["effective"].as_str()
+        ),
         (Some("fleet"), None, Some("lock"))
     );
 }
@@ -481,4 +485,83 @@ fn openapi_document_matches_the_routes() {
             }
         }
     }
+}
+
+/// `imei-lockctl` drives the same API: human and JSON output, `--wait`, non-zero exits.
+#[test]
+fn imei_lockctl_over_the_api() {
+    let d = Daemon::start("");
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin("imei-lockctl"))
+            .args([
+                "--api",
+                &format!("http://127.0.0.1:{}", d.ports.api),
+                "--token",
+                TOKEN,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = ctl(&[
+        "profile",
+        "set",
+        "fleet",
+        "lock",
+        "--lock-fee",
+        "2.00",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("processed"), "{out}");
+    let (code, out, err) = ctl(&[
+        "sim",
+        "set",
+        SIM,
+        "--profile",
+        "fleet",
+        "--msisdn",
+        "4917000001",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = ctl(&["--json", "sim", "get", SIM]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["effective"], "lock");
+    assert_eq!(v["profile"], "fleet");
+    let (code, out, _) = ctl(&["sim", "get", SIM]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("effective") && l.ends_with("lock")),
+        "{out}"
+    );
+    let (code, _, _) = ctl(&["sim", "imei-management", SIM, "pairing", "--wait"]);
+    assert_eq!(code, 0);
+    let (code, _, _) = ctl(&["sim", "reset", SIM, "--wait"]);
+    assert_eq!(code, 0);
+    let (code, out, _) = ctl(&["events", SIM]);
+    assert_eq!(code, 0);
+    assert!(out.contains("imei_reset"), "{out}");
+    let (_, month) = this_month();
+    let (code, out, _) = ctl(&["billing", &month, "--csv"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("{SIM},{month},2.00,EUR")), "{out}");
+    // Errors: a 400 names the field and exits 1; an unknown SIM exits 1; no daemon exits 3.
+    let (code, _, err) = ctl(&["sim", "imei-management", SIM, "sometimes"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("value"), "{err}");
+    let (code, _, _) = ctl(&["sim", "get", "001019999999999"]);
+    assert_eq!(code, 1);
+    let out = std::process::Command::new(common::bin("imei-lockctl"))
+        .args(["--api", "http://127.0.0.1:1", "sim", "get", SIM])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
 }
