@@ -160,3 +160,38 @@ fn daemon_starts_on_shipped_config_and_stops_on_sigterm() {
         std::fs::read_to_string(&log).unwrap()
     );
 }
+
+/// Type=notify: READY=1 once listening, STOPPING=1 on SIGTERM, on `$NOTIFY_SOCKET`.
+#[test]
+fn sd_notify_ready_and_stopping() {
+    let mut d = common::Daemon::start("");
+    d.kill9();
+    let sock_path = d.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    d.env
+        .push(("NOTIFY_SOCKET".into(), sock_path.display().to_string()));
+    d.env.push(("WATCHDOG_USEC".into(), "400000".into()));
+    d.spawn();
+    let mut buf = [0u8; 256];
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m == "WATCHDOG=1") {
+        let n = sock.recv(&mut buf).unwrap();
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("READY=1"),
+        "{seen:?}"
+    );
+    assert_eq!(d.terminate(), Some(0));
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        if &buf[..n] == b"STOPPING=1" {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 on SIGTERM");
+}

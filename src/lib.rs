@@ -21,3 +21,4 @@ pub mod logging;
 pub mod provisioning;
 pub mod radius;
 pub mod store;
+pub mod systemd;

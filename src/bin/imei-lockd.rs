@@ -163,19 +163,34 @@ fn run(cfg: Config) -> Result<(), String> {
                 async move { m.render() }
             }),
         );
+        let metrics_stop = stopped(stop_rx.clone());
         tasks.spawn(serve_until(
             async move {
                 axum::serve(metrics_listener, metrics_router)
-                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .with_graceful_shutdown(metrics_stop)
                     .await
             },
             "metrics",
         ));
         let _engine = engine;
+        if let Some(every) = imei_lockd::systemd::watchdog_interval() {
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => imei_lockd::systemd::notify("WATCHDOG=1"),
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+        }
         tracing::info!(version = env!("CARGO_PKG_VERSION"), api = %api_addr,
             metrics = %metrics_addr, "imei-lockd ready");
+        imei_lockd::systemd::notify("READY=1");
         wait_for_shutdown().await;
         tracing::info!("shutting down");
+        imei_lockd::systemd::notify("STOPPING=1");
         let _ = stop_tx.send(true);
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(10), drain)
