@@ -321,14 +321,7 @@ async fn get_sim(State(st): State<Shared>, Path(imsi): Path<String>) -> ApiResul
     let imsi = parse_imsi(&imsi)?;
     let sim = existing_sim(&st, &imsi)?;
     let s = store(&st);
-    let effective = match (sim.value, &sim.profile) {
-        (Some(v), _) => v,
-        (None, Some(p)) => s
-            .profile(p)
-            .map_err(ApiError::internal)?
-            .map_or(ImeiManagement::Disabled, |p| p.value),
-        (None, None) => ImeiManagement::Disabled,
-    };
+    let effective = crate::engine::effective_value(s, &sim).map_err(ApiError::internal)?;
     let pending = s
         .requests_after(st.provisioner.processed_seq(), 10_000)
         .map_err(ApiError::internal)?

@@ -160,6 +160,23 @@ pub fn judge(
     }
 }
 
+/// The effective value of a SIM (SPEC §1.1): its own value, else its profile's, else `disabled`
+/// (also when the profile it names does not exist).
+///
+/// # Errors
+/// Store errors reading the profile.
+pub fn effective_value(store: &dyn Store, sim: &SimRecord) -> Result<ImeiManagement, StoreError> {
+    if let Some(v) = sim.value {
+        return Ok(v);
+    }
+    match &sim.profile {
+        Some(name) => Ok(store
+            .profile(name)?
+            .map_or(ImeiManagement::Disabled, |p| p.value)),
+        None => Ok(ImeiManagement::Disabled),
+    }
+}
+
 /// The lock engine.
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -194,16 +211,7 @@ impl Engine {
     /// # Errors
     /// Store errors reading the profile.
     pub fn effective(&self, sim: &SimRecord) -> Result<ImeiManagement, StoreError> {
-        if let Some(v) = sim.value {
-            return Ok(v);
-        }
-        match &sim.profile {
-            Some(name) => Ok(self
-                .store
-                .profile(name)?
-                .map_or(ImeiManagement::Disabled, |p| p.value)),
-            None => Ok(ImeiManagement::Disabled),
-        }
+        effective_value(&*self.store, sim)
     }
 
     /// Decides one request; records its metric and log line.

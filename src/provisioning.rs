@@ -366,16 +366,7 @@ impl Provisioner {
     }
 
     fn effective(&self, sim: &SimRecord) -> Result<ImeiManagement, StoreError> {
-        if let Some(v) = sim.value {
-            return Ok(v);
-        }
-        Ok(match &sim.profile {
-            Some(p) => self
-                .store
-                .profile(p)?
-                .map_or(ImeiManagement::Disabled, |p| p.value),
-            None => ImeiManagement::Disabled,
-        })
+        crate::engine::effective_value(&*self.store, sim)
     }
 
     /// Stages a SIM write plus its `value_changed` event and, if it becomes `lock`, its charge.
