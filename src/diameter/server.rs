@@ -1,29 +1,231 @@
-//! The Diameter I/O shell: TCP and SCTP listeners, one task per connection driving a peer.
-//! (Stub: filled in by the Diameter front-end work.)
+//! The Diameter I/O shell: TCP and SCTP listeners, one task per connection driving a
+//! [`Peer`](crate::diameter::peer::Peer) (after quinn's `ConnectionDriver`).
+//!
+//! # Layout
+//! - [`listen`]: binding `[diameter] listen` (TCP, kernel one-to-one SCTP).
+//! - `conn`: one connection: framing, the peer machine, timers, the single writer, requests in
+//!   flight.
+//! - `app`: Gx/S6b requests to answers through the engine (run on the blocking pool).
+//!
+//! # Limits
+//! - At most [`MAX_CONNECTIONS`] connections (a permit is taken before `accept`).
+//! - At most [`MAX_IN_FLIGHT`] application requests in flight per connection; beyond that a
+//!   request is answered 3004 DIAMETER_TOO_BUSY at once.
+//! - At most [`MAX_ENGINE_CALLS`] engine calls at a time on the blocking pool, daemon-wide;
+//!   further requests wait (still counted in flight on their connection).
+//!
+//! # Shutdown
+//! When `stop` turns true the listeners stop accepting, every open peer gets a DPR
+//! (Disconnect-Cause REBOOTING) and each connection closes on DPA or after [`DPA_TIMEOUT`].
+//!
+//! This module does not initiate connections to peers (we are the responder side only) and
+//! does not reload the peer list.
 
+mod app;
+mod conn;
+pub mod listen;
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use ipnet::IpNet;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
-use crate::config::Config;
+use crate::config::{parse_cidr, Config};
+use crate::diameter::peer::{DuplicateCache, PeerConfig};
 use crate::engine::Engine;
+
+use listen::Bound;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Application requests in flight per connection before 3004.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Engine calls running at once on the blocking pool.
+pub const MAX_ENGINE_CALLS: usize = 64;
+/// How long we wait for DPA after our DPR.
+pub const DPA_TIMEOUT: Duration = Duration::from_secs(2);
+/// Duplicate-detection window (RFC 6733 §3: End-to-End ids are unique for 4 minutes).
+const DUPLICATE_TTL: Duration = Duration::from_secs(240);
+/// Answers remembered for duplicate detection.
+const DUPLICATE_CAPACITY: usize = 200_000;
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    /// Our side of every connection; `known_peers` and `host_ip_addresses` are filled per
+    /// connection.
+    template: PeerConfig,
+    /// Configured peers: Origin-Host and the optional source network they must connect from.
+    peers: Vec<(String, Option<IpNet>)>,
+    /// Answers by (Origin-Host, End-to-End-Id), daemon-wide: a retransmission may arrive on
+    /// another connection after failover. Locked briefly per request, never across an await.
+    dup: Mutex<DuplicateCache>,
+    /// Engine calls running at once (see [`MAX_ENGINE_CALLS`]).
+    engine_slots: Arc<Semaphore>,
+    /// Open peers by lower-cased Origin-Host: the connection id and the notifier that tells
+    /// that connection it was replaced by a newer one from the same peer.
+    open: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
+    next_conn: AtomicU64,
+    /// Per-process randomness for identifier seeds.
+    random: RandomState,
+}
+
+impl Shared {
+    /// Our configuration for a connection from `remote` accepted on `local`: only peers whose
+    /// `address` admits `remote` are known on it.
+    fn peer_config(&self, remote: IpAddr, local: IpAddr) -> Arc<PeerConfig> {
+        let mut c = self.template.clone();
+        c.known_peers = self
+            .peers
+            .iter()
+            .filter(|(_, net)| net.is_none_or(|n| n.contains(&remote)))
+            .map(|(h, _)| h.clone())
+            .collect();
+        c.host_ip_addresses = vec![local];
+        Arc::new(c)
+    }
+
+    fn random_u64(&self, salt: u64) -> u64 {
+        self.random.hash_one((salt, SystemTime::now()))
+    }
+}
 
 /// Bound Diameter listeners, ready to serve.
 pub struct DiameterService {
-    _private: (),
+    listeners: Vec<Bound>,
+    shared: Arc<Shared>,
 }
 
 impl DiameterService {
     /// Binds the listeners of `[diameter] listen`.
     ///
     /// # Errors
-    /// A message naming the key whose address cannot be bound.
-    pub async fn bind(_cfg: &Config) -> Result<Self, String> {
-        Ok(Self { _private: () })
+    /// A message naming the key whose address cannot be bound; for `sctp://` on a kernel
+    /// without SCTP, a message saying so.
+    pub async fn bind(cfg: &Config) -> Result<Self, String> {
+        let d = &cfg.diameter;
+        let mut listeners = Vec::new();
+        for entry in cfg.diameter_listeners().map_err(|e| e.to_string())? {
+            let b = listen::bind(entry)?;
+            tracing::info!(transport = %b.transport, address = %b.local, "diameter listening");
+            listeners.push(b);
+        }
+        let mut peers = Vec::with_capacity(d.peers.len());
+        for (i, p) in d.peers.iter().enumerate() {
+            let net = match &p.address {
+                Some(a) => Some(
+                    parse_cidr(&format!("diameter.peers[{i}].address"), a)
+                        .map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            };
+            peers.push((p.origin_host.clone(), net));
+        }
+        let mut template = PeerConfig::new(&d.origin_host, &d.origin_realm);
+        template.watchdog = Duration::from_secs(d.watchdog_s);
+        template.dpa_timeout = DPA_TIMEOUT;
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs());
+        // RFC 6733 §8.16: a value that increases with each restart.
+        template.origin.state_id = Some(boot as u32);
+        Ok(Self {
+            listeners,
+            shared: Arc::new(Shared {
+                template,
+                peers,
+                dup: Mutex::new(DuplicateCache::new(DUPLICATE_CAPACITY, DUPLICATE_TTL)),
+                engine_slots: Arc::new(Semaphore::new(MAX_ENGINE_CALLS)),
+                open: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+                random: RandomState::new(),
+            }),
+        })
     }
 
-    /// Serves until `stop` becomes true.
-    pub async fn run(self, _engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
-        let _ = stop.wait_for(|&s| s).await;
+    /// Serves until `stop` becomes true, then disconnects every peer (DPR) and returns once
+    /// all connections are closed (or after the DPA timeout and a grace second).
+    pub async fn run(self, engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+        let conn_slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        // Every connection task holds a clone; `recv` returns `None` once all are gone.
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let mut accepting = tokio::task::JoinSet::new();
+        for b in self.listeners {
+            accepting.spawn(accept_loop(
+                b,
+                self.shared.clone(),
+                engine.clone(),
+                stop.clone(),
+                conn_slots.clone(),
+                alive_tx.clone(),
+            ));
+        }
+        drop(alive_tx);
+        stopped(&mut stop).await;
+        while accepting.join_next().await.is_some() {}
+        let grace = DPA_TIMEOUT + Duration::from_secs(1);
+        if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
+            tracing::warn!("diameter connections still open after the DPA timeout");
+        }
+    }
+}
+
+/// Resolves once `stop` is true (the watch `Ref` stays inside, so callers stay `Send`).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&s| s).await;
+}
+
+async fn accept_loop(
+    b: Bound,
+    shared: Arc<Shared>,
+    engine: Arc<Engine>,
+    mut stop: watch::Receiver<bool>,
+    conn_slots: Arc<Semaphore>,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = conn_slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = stopped(&mut stop) => return,
+        };
+        let accepted = tokio::select! {
+            r = b.listener.accept() => r,
+            () = stopped(&mut stop) => return,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                let ctx = conn::ConnCtx {
+                    id,
+                    remote,
+                    transport: b.transport,
+                    shared: shared.clone(),
+                    engine: engine.clone(),
+                };
+                let stop = stop.clone();
+                let alive = alive.clone();
+                tokio::spawn(async move {
+                    conn::serve(stream, ctx, stop).await;
+                    drop(permit);
+                    drop(alive);
+                });
+            }
+            Err(e) => {
+                metrics::counter!("imei_lockd_diameter_errors_total", "reason" => "accept")
+                    .increment(1);
+                tracing::warn!(transport = %b.transport, address = %b.local, error = %e,
+                    "diameter accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }

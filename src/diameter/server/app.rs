@@ -1,0 +1,102 @@
+//! Application requests (Gx CCR, S6b AAR/STR) to answers: map, ask the engine, build the answer.
+//!
+//! Synchronous: the engine may block a few milliseconds (an fsync when it binds), so the shell
+//! runs [`answer`] on the blocking pool. Nothing here touches a socket.
+
+use crate::context::Phase;
+use crate::diameter::codec::validate::{CMD_AAR, CMD_CCR, CMD_STR};
+use crate::diameter::codec::{error_answer, Message, Origin, ResultCode, APP_GX, APP_S6B};
+use crate::diameter::{gx, s6b};
+use crate::engine::Engine;
+
+/// Text of the answer when the engine fails (store error, contention).
+const ENGINE_FAILED: &str = "temporary failure deciding the request";
+
+/// The application an answer counts under in metrics.
+pub fn app_label(application_id: u32) -> &'static str {
+    match application_id {
+        APP_GX => "gx",
+        APP_S6B => "s6b",
+        0 => "base",
+        _ => "other",
+    }
+}
+
+/// The answer to a validated Gx or S6b request.
+///
+/// Session ends (CCR-T, STR) are answered 2001 whatever the engine says (SPEC §1.2); a
+/// failing engine otherwise gives 5012 DIAMETER_UNABLE_TO_COMPLY, never an accept.
+pub fn answer(engine: &Engine, req: &Message, origin: &Origin) -> Message {
+    match (req.header.application_id, req.header.code) {
+        (APP_GX, CMD_CCR) => gx_ccr(engine, req, origin),
+        (APP_S6B, CMD_AAR) => s6b_aar(engine, req, origin),
+        (APP_S6B, CMD_STR) => s6b_str(engine, req, origin),
+        // The peer machine only passes commands it has a spec for.
+        _ => error_answer(
+            &req.header,
+            req.session_id(),
+            origin,
+            ResultCode::COMMAND_UNSUPPORTED,
+            None,
+            None,
+        ),
+    }
+}
+
+fn gx_ccr(engine: &Engine, ccr: &Message, origin: &Origin) -> Message {
+    let ctx = match gx::ccr_to_context(ccr) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(error = %e, session = ?ccr.session_id(), "Gx CCR refused");
+            return gx::error_answer(ccr, origin, &e);
+        }
+    };
+    match engine.decide(&ctx) {
+        Ok(d) => gx::cca(ccr, origin, &d),
+        Err(_) if ctx.phase == Phase::End => {
+            gx::cca_with(ccr, origin, ResultCode::SUCCESS, None, None)
+        }
+        Err(_) => gx::cca_with(
+            ccr,
+            origin,
+            ResultCode::UNABLE_TO_COMPLY,
+            Some(ENGINE_FAILED),
+            None,
+        ),
+    }
+}
+
+fn s6b_aar(engine: &Engine, aar: &Message, origin: &Origin) -> Message {
+    let ctx = match s6b::aar_to_context(aar) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(error = %e, session = ?aar.session_id(), "S6b AAR refused");
+            return s6b::error_answer(aar, origin, &e);
+        }
+    };
+    match engine.decide(&ctx) {
+        Ok(d) => s6b::aaa(aar, origin, &d),
+        Err(_) => s6b::aaa_with(
+            aar,
+            origin,
+            ResultCode::UNABLE_TO_COMPLY,
+            Some(ENGINE_FAILED),
+            None,
+        ),
+    }
+}
+
+fn s6b_str(engine: &Engine, req: &Message, origin: &Origin) -> Message {
+    match s6b::str_to_context(req) {
+        Ok(Some(ctx)) => {
+            // Always success; the engine only notes the session end (and logs its failures).
+            let _ = engine.decide(&ctx);
+            s6b::sta(req, origin)
+        }
+        Ok(None) => s6b::sta(req, origin),
+        Err(e) => {
+            tracing::info!(error = %e, session = ?req.session_id(), "S6b STR refused");
+            s6b::error_answer(req, origin, &e)
+        }
+    }
+}
