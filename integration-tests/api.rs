@@ -565,3 +565,74 @@ fn imei_lockctl_over_the_api() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
 }
+
+fn scrape(d: &Daemon) -> String {
+    http()
+        .get(format!("http://127.0.0.1:{}/metrics", d.ports.metrics))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// The value of the first sample whose line starts with `prefix` (name plus labels).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn provisioning_metrics_move() {
+    let d = Daemon::start("");
+    let api = d.api();
+    api.put_sim(SIM, json!({"imei_management": "lock"}));
+    api.put_sim("001010000000002", json!({}));
+    let (st, _) = api.call(
+        "PUT",
+        "/v1/sims/001010000000002",
+        Some(json!({"profile": null})),
+    );
+    assert_eq!(st, 202);
+    let r = http()
+        .get(d.url("/v1/sims/001010000000001"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = scrape(&d);
+        let processed = sample(
+            &m,
+            "imei_lockd_provisioning_requests_total{status=\"processed\"}",
+        )
+        .unwrap_or(0.0);
+        if processed >= 3.0 {
+            assert_eq!(
+                sample(
+                    &m,
+                    "imei_lockd_provisioning_requests_total{status=\"submitted\"}"
+                ),
+                Some(3.0),
+                "{m}"
+            );
+            assert_eq!(
+                sample(&m, "imei_lockd_provisioning_pending"),
+                Some(0.0),
+                "{m}"
+            );
+            assert_eq!(
+                sample(&m, "imei_lockd_api_unauthorized_total"),
+                Some(1.0),
+                "{m}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processed counter did not move: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
