@@ -12,6 +12,8 @@
 //!   and a load generator.
 //! - [`dedup`]: RFC 5080 response cache with in-progress markers.
 //! - [`attr`]: attribute numbers.
+//! - [`clients`]: the `[[radius.clients]]` table, longest-prefix lookup by source address.
+//! - [`server`]: the UDP I/O shell (sockets, receive tasks, engine hand-off, metrics).
 //!
 //! # Calling contract (the UDP shell)
 //! ```text
@@ -63,6 +65,7 @@
 
 pub mod attr;
 pub mod auth;
+pub mod clients;
 pub mod codec;
 pub mod dedup;
 pub mod encode;
@@ -80,6 +83,6 @@ pub use mapping::{
 pub use request::{ClientPolicy, Disposition, Port, Request, RequestError, RequestKind};
 pub use vsa::VsaError;
 
+pub mod server;
 #[cfg(test)]
 pub(crate) mod tests;
-pub mod server;

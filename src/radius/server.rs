@@ -1,29 +1,847 @@
 //! The RADIUS UDP I/O shell: sockets and receive tasks feeding the codec and the engine.
-//! (Stub: filled in by the RADIUS front-end work.)
+//!
+//! # Shape
+//! One UDP socket per port (auth, accounting), each with a large receive buffer
+//! (`radius.recv_buffer_bytes`, `SO_RCVBUFFORCE` when the process may, else `SO_RCVBUF`
+//! within `net.core.rmem_max`) and `radius.workers` receive tasks sharing it. A receive task
+//! does only the cheap, bounded work of the calling contract in [`crate::radius`]: client lookup,
+//! [`Request::decode`] (framing and HMAC-MD5), the duplicate cache, and the answers that need no
+//! engine (Status-Server, "No IMSI", Accounting-On/Off). A request that needs the engine is handed
+//! to tokio's blocking pool ([`tokio::task::spawn_blocking`]): [`Engine::decide`] is synchronous
+//! and waits for an fsync when it binds an IMEI, and must not stall the reactor or the receive
+//! loop. Work in flight is bounded per port ([`MAX_IN_FLIGHT`] permits). When all are taken, the
+//! receive task waits up to [`OVERLOAD_WAIT`] for one (a short burst then queues in the socket's
+//! receive buffer, which is what the buffer is for); if none frees up, the task *sheds*: it drops
+//! every request that finds no free permit at once, counted as `overload` (the client
+//! retransmits), until a permit is free again. A persistently slow engine thus costs one wait,
+//! not one wait per packet.
+//!
+//! # Why several tasks on one socket, not `SO_REUSEPORT`
+//! - The kernel spreads `SO_REUSEPORT` sockets by a hash of the 4-tuple. A GGSN/P-GW sends from
+//!   one or a few source ports, so all its traffic would land on one socket and one task; tasks
+//!   sharing a socket all drain whatever arrives.
+//! - `SO_REUSEPORT` lets a second daemon (same user) bind the same port silently and take half
+//!   the traffic with its own, different state; without it that second bind fails loudly
+//!   ("cannot listen on radius.auth_listen …"), which is what an operator expects.
+//! - The receive path is a few microseconds per datagram (the engine runs elsewhere), so one
+//!   socket's queue is not the bottleneck; its buffer absorbs bursts.
+//!
+//! # Synchronisation
+//! - The duplicate cache ([`ResponseCache`]) is sharded ([`DEDUP_SHARDS`] per port) behind
+//!   `parking_lot` mutexes, each held for one `begin`/`insert`/`abandon` call, never across an
+//!   await or the engine call.
+//! - A per-port [`Semaphore`] bounds evaluations in flight; on stop, [`RadiusService::run`]
+//!   waits until all its permits are back (every answer in flight has been sent) or
+//!   [`DRAIN_TIMEOUT`] passes.
+//!
+//! # Failure handling
+//! Every discard is silent on the wire (RFC 2865 §3) and counted in
+//! `imei_lockd_radius_drops_total{reason}`: `unknown_client`, the [`RequestError`] labels,
+//! `duplicate_in_progress`, `overload`, `engine_error` (store failure: no answer, the client
+//! retransmits, never an accept), `encode_error`, `send_error`. Drops are logged at debug, at most
+//! one line per (source address, reason) per [`LOG_INTERVAL`].
+//!
+//! # Metrics
+//! `imei_lockd_radius_packets_total{port,code}` (every datagram received, by its Code octet),
+//! `imei_lockd_radius_drops_total{port,reason}`, `imei_lockd_radius_duplicates_total{port}`
+//! (answered from the cache), `imei_lockd_radius_responses_total{port,type}` with type
+//! `access_accept`, `access_reject`, `accounting_response` or `status` (evaluated answers; cached
+//! resends are counted as duplicates only).
+//!
+//! # What this shell does not do
+//! No decoding or encoding of its own, no decision, no configuration reload (the client table is
+//! fixed at bind time).
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use parking_lot::Mutex;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{parse_addr, Config};
+use crate::context::AuthContext;
 use crate::engine::Engine;
+use crate::radius::clients::{Client, Clients};
+use crate::radius::codec::{Code, MAX_PACKET_LEN};
+use crate::radius::dedup::{Begin, DedupKey, ResponseCache};
+use crate::radius::mapping::{
+    access_context, accounting_context, encode_accounting_response, encode_decision, encode_reject,
+    encode_status_response, Accounting,
+};
+use crate::radius::request::{Disposition, Port, Request, RequestError, RequestKind};
+use crate::radius::EncodeError;
+
+/// Evaluations (engine calls) in flight per port. Engine time is mostly waiting for an fsync
+/// that RocksDB group-commits, so concurrency well above the CPU count helps; at ~5 ms per bind
+/// this still allows ~25 000 binds per second per port.
+pub const MAX_IN_FLIGHT: u32 = 128;
+/// Duplicate-cache shards per port.
+pub const DEDUP_SHARDS: usize = 16;
+/// Entries per shard: 131 072 per port, i.e. ~26 000 requests per second within a 5 s window.
+pub const DEDUP_SHARD_CAPACITY: usize = 8192;
+/// How long [`RadiusService::run`] waits for answers in flight after `stop`.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most one debug line per (source address, drop reason) per interval.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Bound on the (source, reason) pairs remembered by the log limiter.
+const LOG_LIMITER_CAPACITY: usize = 4096;
+/// Pause after a receive error (e.g. ENOMEM) so a persistent one cannot spin.
+const RECV_ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// How long a receive task waits for a free evaluation permit before it starts shedding.
+pub const OVERLOAD_WAIT: Duration = Duration::from_millis(100);
 
 /// Bound RADIUS sockets, ready to serve.
 pub struct RadiusService {
-    _private: (),
+    auth: Arc<UdpSocket>,
+    acct: Arc<UdpSocket>,
+    clients: Arc<Clients>,
+    window: Duration,
+    workers: usize,
 }
 
 impl RadiusService {
     /// Binds the auth and accounting sockets named by `[radius]`.
     ///
     /// # Errors
-    /// A message naming the key whose address cannot be bound.
-    pub async fn bind(_cfg: &Config) -> Result<Self, String> {
-        Ok(Self { _private: () })
+    /// A message naming the key whose address cannot be parsed or bound, e.g.
+    /// "cannot listen on radius.auth_listen 0.0.0.0:1812: Address already in use (os error 98)".
+    pub async fn bind(cfg: &Config) -> Result<Self, String> {
+        let r = &cfg.radius;
+        let clients = Clients::from_config(&r.clients).map_err(|e| e.to_string())?;
+        if clients.is_empty() {
+            tracing::warn!("no [[radius.clients]] configured: every RADIUS packet will be dropped");
+        }
+        let auth = bind_udp("radius.auth_listen", &r.auth_listen, r.recv_buffer_bytes)?;
+        let acct = bind_udp("radius.acct_listen", &r.acct_listen, r.recv_buffer_bytes)?;
+        Ok(Self {
+            auth: Arc::new(auth),
+            acct: Arc::new(acct),
+            clients: Arc::new(clients),
+            window: Duration::from_secs(r.dedup_window_s),
+            workers: r.workers.max(1),
+        })
     }
 
-    /// Serves until `stop` becomes true.
-    pub async fn run(self, _engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
-        let _ = stop.wait_for(|&s| s).await;
+    /// The bound (auth, accounting) addresses.
+    ///
+    /// # Errors
+    /// As [`UdpSocket::local_addr`].
+    pub fn local_addrs(&self) -> io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.auth.local_addr()?, self.acct.local_addr()?))
+    }
+
+    /// Serves until `stop` becomes true (or its sender is dropped), then waits up to
+    /// [`DRAIN_TIMEOUT`] for the answers in flight to go out.
+    pub async fn run(self, engine: Arc<Engine>, stop: watch::Receiver<bool>) {
+        let limiter = Arc::new(LogLimiter::default());
+        let ports = [(Port::Auth, self.auth), (Port::Acct, self.acct)].map(|(port, socket)| {
+            Arc::new(PortShell {
+                port,
+                socket,
+                clients: self.clients.clone(),
+                engine: engine.clone(),
+                cache: DedupShards::new(self.window),
+                in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)),
+                limiter: limiter.clone(),
+            })
+        });
+        let mut loops = JoinSet::new();
+        for shell in &ports {
+            if let Ok(addr) = shell.socket.local_addr() {
+                tracing::info!(port = %shell.port, %addr, workers = self.workers,
+                    clients = self.clients.len(), "RADIUS listening");
+            }
+            for _ in 0..self.workers {
+                loops.spawn(shell.clone().receive_loop(stop.clone()));
+            }
+        }
+        while loops.join_next().await.is_some() {}
+        let drain = async {
+            for shell in &ports {
+                // All permits back = every evaluation has finished and sent its answer.
+                let _ = shell.in_flight.acquire_many(MAX_IN_FLIGHT).await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            tracing::warn!("RADIUS answers still in flight after {DRAIN_TIMEOUT:?}; stopping");
+        }
+        tracing::info!("RADIUS stopped");
+    }
+}
+
+/// Creates, tunes and binds one UDP socket; errors name `key`.
+fn bind_udp(key: &str, value: &str, recv_buffer: usize) -> Result<UdpSocket, String> {
+    let addr = parse_addr(key, value).map_err(|e| e.to_string())?;
+    let fail = |e: io::Error| format!("cannot listen on {key} {addr}: {e}");
+    let sock =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(fail)?;
+    set_recv_buffer(&sock, key, recv_buffer);
+    sock.set_nonblocking(true).map_err(fail)?;
+    sock.bind(&addr.into()).map_err(fail)?;
+    UdpSocket::from_std(sock.into()).map_err(fail)
+}
+
+/// Sets the receive buffer: `SO_RCVBUFFORCE` first (works with CAP_NET_ADMIN, e.g. as root or
+/// with systemd's `AmbientCapabilities`), else `SO_RCVBUF` (capped by `net.core.rmem_max`).
+/// A smaller buffer than asked is logged, not fatal.
+fn set_recv_buffer(sock: &Socket, key: &str, bytes: usize) {
+    let forced = set_recv_buffer_force(sock, bytes);
+    if let Err(e) = &forced {
+        tracing::debug!(key, error = %e, "SO_RCVBUFFORCE refused; using SO_RCVBUF");
+        if let Err(e) = sock.set_recv_buffer_size(bytes) {
+            tracing::warn!(key, error = %e, bytes, "cannot set the socket receive buffer");
+        }
+    }
+    // Linux reports twice the value set (the kernel's bookkeeping overhead).
+    let reported = sock.recv_buffer_size().unwrap_or(0);
+    let got = if cfg!(any(target_os = "linux", target_os = "android")) {
+        reported / 2
+    } else {
+        reported
+    };
+    if got < bytes {
+        tracing::warn!(
+            key,
+            asked = bytes,
+            got,
+            "RADIUS receive buffer smaller than radius.recv_buffer_bytes; raise net.core.rmem_max \
+             or grant CAP_NET_ADMIN"
+        );
+    } else {
+        tracing::debug!(
+            key,
+            asked = bytes,
+            got,
+            forced = forced.is_ok(),
+            "receive buffer set"
+        );
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)]
+fn set_recv_buffer_force(sock: &Socket, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer size too large"))?;
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: the descriptor is open for the duration of the call (borrowed from `sock`); the
+    // option value points to a live `c_int` whose size is passed as the option length, which is
+    // what setsockopt(2) reads for SO_RCVBUFFORCE.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::from_ref(&value).cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_recv_buffer_force(_sock: &Socket, _bytes: usize) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// The duplicate cache of one port, sharded.
+struct DedupShards {
+    shards: [Mutex<ResponseCache>; DEDUP_SHARDS],
+}
+
+impl DedupShards {
+    fn new(window: Duration) -> Self {
+        Self {
+            shards: std::array::from_fn(|_| {
+                Mutex::new(ResponseCache::new(window, DEDUP_SHARD_CAPACITY))
+            }),
+        }
+    }
+
+    fn shard(&self, key: &DedupKey) -> &Mutex<ResponseCache> {
+        // `DedupKey::shard` is below DEDUP_SHARDS, so `get` always finds it.
+        let [first, ..] = &self.shards;
+        self.shards.get(key.shard(DEDUP_SHARDS)).unwrap_or(first)
+    }
+
+    /// [`ResponseCache::begin`], with the cached octets copied out of the lock.
+    fn begin(&self, key: DedupKey) -> Seen {
+        match self.shard(&key).lock().begin(key, Instant::now()) {
+            Begin::Cached(b) => Seen::Cached(b.to_vec()),
+            Begin::InProgress => Seen::InProgress,
+            Begin::Started => Seen::New,
+        }
+    }
+
+    fn insert(&self, key: DedupKey, response: Vec<u8>) {
+        self.shard(&key)
+            .lock()
+            .insert(key, response, Instant::now());
+    }
+
+    fn abandon(&self, key: &DedupKey) {
+        self.shard(key).lock().abandon(key);
+    }
+}
+
+enum Seen {
+    Cached(Vec<u8>),
+    InProgress,
+    New,
+}
+
+/// Rate limit for debug lines about drops: one per (source, reason) per [`LOG_INTERVAL`].
+#[derive(Default)]
+struct LogLimiter {
+    last: Mutex<HashMap<(IpAddr, &'static str), Instant>>,
+}
+
+impl LogLimiter {
+    fn allow(&self, ip: IpAddr, reason: &'static str, now: Instant) -> bool {
+        let mut last = self.last.lock();
+        if last.len() >= LOG_LIMITER_CAPACITY {
+            last.retain(|_, t| now.saturating_duration_since(*t) < LOG_INTERVAL);
+        }
+        let full = last.len() >= LOG_LIMITER_CAPACITY;
+        match last.entry((ip, reason)) {
+            Entry::Occupied(mut o) => {
+                if now.saturating_duration_since(*o.get()) >= LOG_INTERVAL {
+                    o.insert(now);
+                    true
+                } else {
+                    false
+                }
+            }
+            // Under a flood of distinct sources, stay quiet rather than grow.
+            Entry::Vacant(_) if full => false,
+            Entry::Vacant(v) => {
+                v.insert(now);
+                true
+            }
+        }
+    }
+}
+
+/// What was sent, for `imei_lockd_radius_responses_total{type}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    AccessAccept,
+    AccessReject,
+    AccountingResponse,
+    Status,
+}
+
+impl Answer {
+    fn label(self) -> &'static str {
+        match self {
+            Self::AccessAccept => "access_accept",
+            Self::AccessReject => "access_reject",
+            Self::AccountingResponse => "accounting_response",
+            Self::Status => "status",
+        }
+    }
+}
+
+/// Why an evaluation sent nothing.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("engine failed (logged by the engine)")]
+    Engine,
+    #[error("evaluation task failed: {0}")]
+    Task(String),
+    #[error("request no longer decodes: {0}")]
+    Redecode(RequestError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl Failure {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Engine | Self::Task(_) => "engine_error",
+            Self::Redecode(e) => e.label(),
+            Self::Encode(_) => "encode_error",
+        }
+    }
+}
+
+/// A request handed to the engine: owned copies of what the blocking task needs.
+struct Job {
+    /// The packet's octets (up to its Length), decoded again after the decision to encode the
+    /// answer: [`Request`] borrows its datagram, and decoding is deterministic, so the second
+    /// decode succeeds like the first (one more HMAC, ~1 µs).
+    bytes: Box<[u8]>,
+    ctx: AuthContext,
+    client: Arc<Client>,
+}
+
+/// One port's state, shared by its receive tasks and evaluations.
+struct PortShell {
+    port: Port,
+    /// Shared by the port's receive tasks (tokio allows concurrent `recv_from`/`send_to` on
+    /// `&UdpSocket`) and by evaluations, which send their answer on it.
+    socket: Arc<UdpSocket>,
+    clients: Arc<Clients>,
+    engine: Arc<Engine>,
+    cache: DedupShards,
+    /// Permits for evaluations in flight ([`MAX_IN_FLIGHT`]); `run` takes them all back to drain.
+    in_flight: Arc<Semaphore>,
+    limiter: Arc<LogLimiter>,
+}
+
+impl PortShell {
+    async fn receive_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut buf = vec![0u8; MAX_PACKET_LEN];
+        // True after a permit wait timed out, until a permit is free again (see module docs).
+        let mut shedding = false;
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = stop.wait_for(|&s| s) => break,
+                r = self.socket.recv_from(&mut buf) => r,
+            };
+            match received {
+                Ok((n, src)) => {
+                    let datagram = buf.get(..n).unwrap_or_default();
+                    self.handle_datagram(datagram, src, &mut shedding).await;
+                }
+                Err(e) => {
+                    tracing::debug!(port = %self.port, error = %e, "RADIUS receive error");
+                    tokio::time::sleep(RECV_ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// The calling contract of [`crate::radius`] for one datagram.
+    async fn handle_datagram(
+        self: &Arc<Self>,
+        datagram: &[u8],
+        src: SocketAddr,
+        shedding: &mut bool,
+    ) {
+        let code = datagram
+            .first()
+            .map_or("none", |&c| Code::from_u8(c).name());
+        metrics::counter!("imei_lockd_radius_packets_total",
+            "port" => self.port.as_str(), "code" => code)
+        .increment(1);
+        let Some(client) = self.clients.by_source(src.ip()) else {
+            self.drop_packet(
+                src,
+                "unknown_client",
+                &"source matches no radius.clients address",
+            );
+            return;
+        };
+        let req = match Request::decode(datagram, self.port, &client.policy()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.drop_packet(src, e.label(), &e);
+                return;
+            }
+        };
+        let key = req.dedup_key(src);
+        match self.cache.begin(key) {
+            Seen::Cached(bytes) => {
+                metrics::counter!("imei_lockd_radius_duplicates_total",
+                    "port" => self.port.as_str())
+                .increment(1);
+                self.send(&bytes, src).await;
+                return;
+            }
+            Seen::InProgress => {
+                self.drop_packet(src, "duplicate_in_progress", &"first copy still evaluated");
+                return;
+            }
+            Seen::New => {}
+        }
+        match req.kind() {
+            RequestKind::Status => {
+                let r = encode_status_response(&req, client.secret());
+                self.finish(key, src, r.map(|b| (b, Answer::Status))).await;
+            }
+            RequestKind::Access => match access_context(&req, &client.name, src) {
+                Ok(ctx) => self.evaluate(key, src, &req, ctx, client, shedding).await,
+                Err(e) => match e.disposition() {
+                    Disposition::Reject(message) => {
+                        let r = encode_reject(&req, message, client.secret());
+                        self.finish(key, src, r.map(|b| (b, Answer::AccessReject)))
+                            .await;
+                    }
+                    Disposition::SilentDrop => {
+                        self.cache.abandon(&key);
+                        self.drop_packet(src, e.label(), &e);
+                    }
+                },
+            },
+            RequestKind::Accounting => match accounting_context(&req, &client.name, src) {
+                Ok(Accounting::Session(ctx)) => {
+                    self.evaluate(key, src, &req, ctx, client, shedding).await;
+                }
+                Ok(Accounting::AnswerOnly(_)) => {
+                    let r = encode_accounting_response(&req, client.secret());
+                    self.finish(key, src, r.map(|b| (b, Answer::AccountingResponse)))
+                        .await;
+                }
+                Err(e) => {
+                    self.cache.abandon(&key);
+                    self.drop_packet(src, e.label(), &e);
+                }
+            },
+        }
+    }
+
+    /// Hands a request to the engine on the blocking pool once a permit is free (see the module
+    /// docs for the wait and shedding).
+    async fn evaluate(
+        self: &Arc<Self>,
+        key: DedupKey,
+        src: SocketAddr,
+        req: &Request<'_>,
+        ctx: AuthContext,
+        client: &Arc<Client>,
+        shedding: &mut bool,
+    ) {
+        let permit = match self.in_flight.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) if *shedding => None,
+            Err(_) => {
+                let wait = self.in_flight.clone().acquire_owned();
+                match tokio::time::timeout(OVERLOAD_WAIT, wait).await {
+                    Ok(Ok(p)) => Some(p),
+                    _ => None,
+                }
+            }
+        };
+        *shedding = permit.is_none();
+        let Some(permit) = permit else {
+            self.cache.abandon(&key);
+            self.drop_packet(src, "overload", &"evaluations in flight at their bound");
+            return;
+        };
+        let job = Job {
+            bytes: req.packet().as_bytes().into(),
+            ctx,
+            client: client.clone(),
+        };
+        let shell = self.clone();
+        tokio::spawn(async move {
+            let port = shell.port;
+            let engine = shell.engine.clone();
+            let outcome =
+                tokio::task::spawn_blocking(move || decide_and_encode(&engine, port, &job))
+                    .await
+                    .unwrap_or_else(|e| Err(Failure::Task(e.to_string())));
+            shell.finish_evaluated(key, src, outcome).await;
+            drop(permit);
+        });
+    }
+
+    async fn finish_evaluated(
+        &self,
+        key: DedupKey,
+        src: SocketAddr,
+        outcome: Result<(Vec<u8>, Answer), Failure>,
+    ) {
+        match outcome {
+            Ok(answer) => self.finish(key, src, Ok(answer)).await,
+            Err(e) => {
+                self.cache.abandon(&key);
+                self.drop_packet(src, e.label(), &e);
+            }
+        }
+    }
+
+    /// Caches and sends an answer, or abandons the request when it could not be encoded.
+    async fn finish(
+        &self,
+        key: DedupKey,
+        src: SocketAddr,
+        answer: Result<(Vec<u8>, Answer), EncodeError>,
+    ) {
+        match answer {
+            Ok((bytes, kind)) => {
+                self.cache.insert(key, bytes.clone());
+                metrics::counter!("imei_lockd_radius_responses_total",
+                    "port" => self.port.as_str(), "type" => kind.label())
+                .increment(1);
+                self.send(&bytes, src).await;
+            }
+            Err(e) => {
+                self.cache.abandon(&key);
+                tracing::warn!(port = %self.port, %src, error = %e, "cannot encode RADIUS answer");
+                self.drop_packet(src, "encode_error", &e);
+            }
+        }
+    }
+
+    async fn send(&self, bytes: &[u8], dst: SocketAddr) {
+        if let Err(e) = self.socket.send_to(bytes, dst).await {
+            self.drop_packet(dst, "send_error", &e);
+        }
+    }
+
+    /// Counts a drop and logs it at debug, rate-limited per (source, reason).
+    fn drop_packet(&self, src: SocketAddr, reason: &'static str, detail: &dyn std::fmt::Display) {
+        metrics::counter!("imei_lockd_radius_drops_total",
+            "port" => self.port.as_str(), "reason" => reason)
+        .increment(1);
+        if tracing::enabled!(tracing::Level::DEBUG)
+            && self.limiter.allow(src.ip(), reason, Instant::now())
+        {
+            tracing::debug!(port = %self.port, %src, reason, detail = %detail,
+                "RADIUS packet dropped (further drops of this reason from this source are not \
+                 logged for 10 s)");
+        }
+    }
+}
+
+/// The blocking part of an evaluation: the engine's decision, then the answer's octets.
+fn decide_and_encode(engine: &Engine, port: Port, job: &Job) -> Result<(Vec<u8>, Answer), Failure> {
+    // The engine logs and counts its own errors.
+    let decision = engine.decide(&job.ctx).map_err(|_| Failure::Engine)?;
+    let req = Request::decode(&job.bytes, port, &job.client.policy()).map_err(Failure::Redecode)?;
+    let secret = job.client.secret();
+    Ok(match req.kind() {
+        RequestKind::Access => {
+            let kind = if decision.is_accept() {
+                Answer::AccessAccept
+            } else {
+                Answer::AccessReject
+            };
+            (encode_decision(&req, &decision, secret)?, kind)
+        }
+        RequestKind::Accounting => (
+            encode_accounting_response(&req, secret)?,
+            Answer::AccountingResponse,
+        ),
+        RequestKind::Status => (encode_status_response(&req, secret)?, Answer::Status),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limiter_one_line_per_source_and_reason_per_interval() {
+        let l = LogLimiter::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(l.allow(a, "unknown_client", t0));
+        assert!(!l.allow(a, "unknown_client", t0 + Duration::from_secs(1)));
+        assert!(l.allow(a, "bad_message_authenticator", t0));
+        assert!(l.allow(b, "unknown_client", t0));
+        assert!(l.allow(a, "unknown_client", t0 + LOG_INTERVAL));
+    }
+
+    #[test]
+    fn log_limiter_stays_bounded() {
+        let l = LogLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..(LOG_LIMITER_CAPACITY as u32 + 100) {
+            l.allow(IpAddr::from(i.to_be_bytes()), "unknown_client", t0);
+        }
+        assert!(l.last.lock().len() <= LOG_LIMITER_CAPACITY);
+        // After the interval, old entries are pruned and new sources are logged again.
+        assert!(l.allow(
+            "198.51.100.1".parse().unwrap(),
+            "unknown_client",
+            t0 + LOG_INTERVAL
+        ));
+    }
+
+    #[test]
+    fn dedup_shards_cache_and_abandon() {
+        let c = DedupShards::new(Duration::from_secs(5));
+        let key = DedupKey::new("192.0.2.1:1000".parse().unwrap(), 7, [7; 16]);
+        assert!(matches!(c.begin(key), Seen::New));
+        assert!(matches!(c.begin(key), Seen::InProgress));
+        c.abandon(&key);
+        assert!(matches!(c.begin(key), Seen::New));
+        c.insert(key, vec![1, 2, 3]);
+        assert!(matches!(c.begin(key), Seen::Cached(b) if b == [1, 2, 3]));
+    }
+
+    fn config(auth: &str, acct: &str) -> Config {
+        let mut cfg = Config::default();
+        cfg.radius.auth_listen = auth.into();
+        cfg.radius.acct_listen = acct.into();
+        cfg
+    }
+
+    #[tokio::test]
+    async fn bind_error_names_the_key() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let Err(e) = RadiusService::bind(&config("127.0.0.1:0", &addr)).await else {
+            panic!("bind to a taken port succeeded");
+        };
+        assert!(
+            e.starts_with(&format!("cannot listen on radius.acct_listen {addr}: ")),
+            "{e}"
+        );
+        let Err(e) = RadiusService::bind(&config("nonsense", "127.0.0.1:0")).await else {
+            panic!("bad address accepted");
+        };
+        assert!(e.contains("radius.auth_listen"), "{e}");
+    }
+
+    /// A clock that takes `delay` per reading: makes every engine call slow.
+    struct SlowClock(Duration);
+
+    impl crate::engine::Clock for SlowClock {
+        fn now_ms(&self) -> crate::store::Millis {
+            std::thread::sleep(self.0);
+            0
+        }
+    }
+
+    struct Running {
+        auth: SocketAddr,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(delay: Duration) -> Running {
+        let mut cfg = config("127.0.0.1:0", "127.0.0.1:0");
+        cfg.radius.clients = vec![crate::config::RadiusClientConfig {
+            name: "local".into(),
+            address: "127.0.0.1/32".into(),
+            secret: "testing123".into(),
+            require_message_authenticator: true,
+        }];
+        let service = RadiusService::bind(&cfg).await.unwrap();
+        let (auth, _) = service.local_addrs().unwrap();
+        let engine = Arc::new(Engine::new(
+            Arc::new(crate::store::memory::MemStore::new()),
+            crate::engine::EnginePolicy::default(),
+            Arc::new(SlowClock(delay)),
+        ));
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(service.run(engine, rx));
+        Running { auth, stop, task }
+    }
+
+    fn access_request(id: u8, seed: u8) -> Vec<u8> {
+        use crate::radius::vsa::{encode_vsa, TGPP_IMSI, VENDOR_3GPP};
+        let imsi = encode_vsa(VENDOR_3GPP, &[(TGPP_IMSI, b"001010000000001")]).unwrap();
+        crate::radius::encode::encode_access_request(
+            Code::AccessRequest,
+            id,
+            &[seed; 16],
+            &[(crate::radius::attr::VENDOR_SPECIFIC, &imsi)],
+            b"testing123",
+            true,
+        )
+        .unwrap()
+    }
+
+    async fn client() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    async fn recv(s: &UdpSocket, within: Duration) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(within, s.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => buf.get(..n).map(<[u8]>::to_vec),
+            _ => None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_in_flight_go_out_after_stop() {
+        let r = start(Duration::from_millis(300)).await;
+        let c = client().await;
+        c.send_to(&access_request(1, 1), r.auth).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.stop.send(true).unwrap();
+        // Unknown SIM: Access-Reject, sent although stop fired while it was evaluated.
+        let answer = recv(&c, Duration::from_secs(3))
+            .await
+            .expect("answer after stop");
+        assert_eq!(answer.first(), Some(&3));
+        tokio::time::timeout(Duration::from_secs(3), r.task)
+            .await
+            .expect("run returns after the drain")
+            .unwrap();
+        // Nothing is received any more.
+        c.send_to(&access_request(2, 2), r.auth).await.unwrap();
+        assert!(recv(&c, Duration::from_millis(300)).await.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overload_sheds_beyond_the_in_flight_bound() {
+        let r = start(Duration::from_millis(1500)).await;
+        let c = client().await;
+        let sent = MAX_IN_FLIGHT as usize + 40;
+        for i in 0..sent {
+            let pkt = access_request((i % 256) as u8, (i / 256) as u8 + 1);
+            c.send_to(&pkt, r.auth).await.unwrap();
+        }
+        let mut answers = 0;
+        while recv(&c, Duration::from_millis(2500)).await.is_some() {
+            answers += 1;
+        }
+        // Each engine call reads the clock at least once (1.5 s): only the permitted ones are
+        // evaluated, the rest are dropped, not queued without bound.
+        assert_eq!(answers, MAX_IN_FLIGHT as usize);
+        r.stop.send(true).unwrap();
+        r.task.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_server_and_retransmission() {
+        let r = start(Duration::ZERO).await;
+        let c = client().await;
+        let status = crate::radius::encode::encode_access_request(
+            Code::StatusServer,
+            9,
+            &[9; 16],
+            &[],
+            b"testing123",
+            true,
+        )
+        .unwrap();
+        c.send_to(&status, r.auth).await.unwrap();
+        let a = recv(&c, Duration::from_secs(2))
+            .await
+            .expect("status answer");
+        assert_eq!(a.first(), Some(&2));
+        let pkt = access_request(3, 3);
+        c.send_to(&pkt, r.auth).await.unwrap();
+        let first = recv(&c, Duration::from_secs(2)).await.expect("answer");
+        c.send_to(&pkt, r.auth).await.unwrap();
+        let again = recv(&c, Duration::from_secs(2))
+            .await
+            .expect("cached answer");
+        assert_eq!(first, again);
+        r.stop.send(true).unwrap();
+        r.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn binds_with_a_large_receive_buffer() {
+        let s = RadiusService::bind(&config("127.0.0.1:0", "127.0.0.1:0"))
+            .await
+            .unwrap();
+        let (auth, acct) = s.local_addrs().unwrap();
+        assert_ne!(auth.port(), 0);
+        assert_ne!(acct.port(), 0);
     }
 }
