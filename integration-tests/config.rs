@@ -195,3 +195,408 @@ fn sd_notify_ready_and_stopping() {
     }
     assert!(stopping, "STOPPING=1 on SIGTERM");
 }
+
+// ---------------------------------------------------------------------------------------------
+// SIGHUP reload
+// ---------------------------------------------------------------------------------------------
+
+/// An Access-Request for an unprovisioned IMSI, signed with `secret`.
+fn access_request(id: u8, secret: &str) -> Vec<u8> {
+    use imei_lockd::radius::vsa::{encode_vsa, TGPP_IMSI, VENDOR_3GPP};
+    let imsi = "001019999999999";
+    let vsa = encode_vsa(VENDOR_3GPP, &[(TGPP_IMSI, imsi.as_bytes())]).unwrap();
+    imei_lockd::radius::encode::encode_access_request(
+        imei_lockd::radius::Code::AccessRequest,
+        id,
+        &[id; 16],
+        &[
+            (imei_lockd::radius::attr::USER_NAME, imsi.as_bytes()),
+            (imei_lockd::radius::attr::VENDOR_SPECIFIC, &vsa),
+        ],
+        secret.as_bytes(),
+        true,
+    )
+    .unwrap()
+}
+
+/// Sends an Access-Request from `local` signed with `secret`; the answer's Code, if any.
+fn radius_code(d: &common::Daemon, local: &str, id: u8, secret: &str) -> Option<u8> {
+    let s = std::net::UdpSocket::bind(local).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_millis(700)))
+        .unwrap();
+    s.send_to(
+        &access_request(id, secret),
+        ("127.0.0.1", d.ports.radius_auth),
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    s.recv_from(&mut buf).ok().map(|_| buf[0])
+}
+
+/// A raw Diameter connection (CER/CEA, DWR/DWA only).
+struct Diameter {
+    s: std::net::TcpStream,
+    hbh: u32,
+}
+
+impl Diameter {
+    /// Connects and sends a CER as `origin_host`; the CEA's Result-Code.
+    fn connect(d: &common::Daemon, origin_host: &str) -> (Self, Option<u32>) {
+        use imei_lockd::diameter::codec::{dict, Avp, Message};
+        let s = std::net::TcpStream::connect(("127.0.0.1", d.ports.diameter)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut c = Self { s, hbh: 100 };
+        let gx = Avp::grouped(
+            dict::VENDOR_SPECIFIC_APPLICATION_ID,
+            0,
+            &[
+                Avp::u32(dict::VENDOR_ID, 0, dict::VENDOR_3GPP),
+                Avp::u32(
+                    dict::AUTH_APPLICATION_ID,
+                    0,
+                    imei_lockd::diameter::codec::APP_GX,
+                ),
+            ],
+        )
+        .unwrap();
+        let cer = Message::request(257, 0, false)
+            .with(Avp::utf8(dict::ORIGIN_HOST, 0, origin_host))
+            .with(Avp::utf8(dict::ORIGIN_REALM, 0, "localdomain"))
+            .with(Avp::address(
+                dict::HOST_IP_ADDRESS,
+                0,
+                "127.0.0.1".parse().unwrap(),
+            ))
+            .with(Avp::u32(dict::VENDOR_ID, 0, 0))
+            .with(Avp::utf8(dict::PRODUCT_NAME, 0, "reload-it"))
+            .with(gx);
+        let rc = c.call(cer);
+        (c, rc)
+    }
+
+    /// A DWR on this connection; the DWA's Result-Code.
+    fn watchdog(&mut self, origin_host: &str) -> Option<u32> {
+        use imei_lockd::diameter::codec::{dict, Avp, Message};
+        let dwr = Message::request(280, 0, false)
+            .with(Avp::utf8(dict::ORIGIN_HOST, 0, origin_host))
+            .with(Avp::utf8(dict::ORIGIN_REALM, 0, "localdomain"));
+        self.call(dwr)
+    }
+
+    fn call(&mut self, mut m: imei_lockd::diameter::codec::Message) -> Option<u32> {
+        use std::io::{Read, Write};
+        self.hbh += 1;
+        m.header.hop_by_hop = self.hbh;
+        m.header.end_to_end = self.hbh;
+        self.s.write_all(&m.encode().unwrap()).unwrap();
+        loop {
+            let mut head = [0u8; 20];
+            self.s.read_exact(&mut head).ok()?;
+            let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+            let mut frame = head.to_vec();
+            frame.resize(len, 0);
+            self.s.read_exact(&mut frame[20..]).ok()?;
+            let a = imei_lockd::diameter::codec::Decoder::default()
+                .decode(&frame)
+                .unwrap();
+            if !a.is_request() && a.header.hop_by_hop == self.hbh {
+                return a.result_code().map(|c| c.0);
+            }
+        }
+    }
+}
+
+/// Waits until `imei_lockd_config_reloads_total{result}` reaches `n`.
+fn wait_reloads(d: &common::Daemon, result: &str, n: u32) {
+    let needle = format!("imei_lockd_config_reloads_total{{result=\"{result}\"}} {n}");
+    for _ in 0..200 {
+        let text = common::http()
+            .get(format!("http://127.0.0.1:{}/metrics", d.ports.metrics))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        if text.lines().any(|l| l == needle) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no `{needle}` in the metrics:\n{}", d.log_text());
+}
+
+#[test]
+fn sighup_reloads_clients_peers_and_policies_and_refuses_a_bad_file() {
+    let mut d = common::Daemon::start("");
+    let base = common::config_text(d.dir.path(), &d.ports, "");
+    // Before: 127.0.0.3 is no client; the unknown SIM is rejected; pgw2 is no peer.
+    assert_eq!(radius_code(&d, "127.0.0.3:0", 1, "other"), None);
+    assert_eq!(radius_code(&d, "127.0.0.1:0", 2, "testing123"), Some(3));
+    let (_, rc) = Diameter::connect(&d, "pgw2.localdomain");
+    assert_eq!(rc, Some(3010));
+    let (mut old, rc) = Diameter::connect(&d, "pgw.localdomain");
+    assert_eq!(rc, Some(2001));
+
+    // A new client, a new peer, another policy, and a listen address (needs a restart).
+    let extra = "[[radius.clients]]\nname = \"other\"\naddress = \"127.0.0.3/32\"\n\
+                 secret = \"other\"\n\
+                 [[diameter.peers]]\norigin_host = \"pgw2.localdomain\"\n";
+    let new = common::config_text(d.dir.path(), &d.ports, extra)
+        .replace("unknown_sim = \"reject\"", "unknown_sim = \"accept\"")
+        .replace(
+            &format!("acct_listen = \"127.0.0.1:{}\"", d.ports.radius_acct),
+            "acct_listen = \"127.0.0.1:1\"",
+        );
+    assert_ne!(new, base);
+    std::fs::write(&d.config, &new).unwrap();
+    common::unsafe_kill(d.pid() as i32, 1);
+    wait_reloads(&d, "ok", 1);
+    // The new client is answered, and the new policy accepts the unknown SIM.
+    assert_eq!(radius_code(&d, "127.0.0.3:0", 3, "other"), Some(2));
+    assert_eq!(radius_code(&d, "127.0.0.1:0", 4, "testing123"), Some(2));
+    // The new peer is known to new connections; the open one stays open.
+    let (_, rc) = Diameter::connect(&d, "pgw2.localdomain");
+    assert_eq!(rc, Some(2001));
+    assert_eq!(old.watchdog("pgw.localdomain"), Some(2001));
+    let log = d.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("configuration reloaded") && l.contains("\"radius_clients\":2")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("after a restart") && l.contains("radius.acct_listen")),
+        "{log}"
+    );
+
+    // A bad file: refused, the key named, the running configuration kept.
+    let bad = new.replace("address = \"127.0.0.3/32\"", "address = \"127.0.0.3/40\"");
+    std::fs::write(&d.config, bad).unwrap();
+    common::unsafe_kill(d.pid() as i32, 1);
+    wait_reloads(&d, "error", 1);
+    assert!(
+        d.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the daemon keeps running"
+    );
+    assert_eq!(radius_code(&d, "127.0.0.3:0", 5, "other"), Some(2));
+    assert_eq!(radius_code(&d, "127.0.0.1:0", 6, "testing123"), Some(2));
+    let log = d.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("reload failed") && l.contains("radius.clients[1].address")),
+        "{log}"
+    );
+    assert_eq!(old.watchdog("pgw.localdomain"), Some(2001));
+    assert_eq!(d.terminate(), Some(0), "{}", d.log_text());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packaging: the systemd unit, scripts/install.sh
+// ---------------------------------------------------------------------------------------------
+
+/// `systemd-analyze verify` on the shipped unit, with its binary paths pointed at the built
+/// binary (verify checks that ExecStart= commands exist). Unknown keys only warn (exit 0), so
+/// any line about the unit fails the test too.
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED: systemd-analyze not installed (apt-get install systemd, or \
+             scripts/setup.sh --test)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(repo_root().join("systemd/imei-lockd.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/imei-lockd "), "{unit}");
+    let copy = dir.path().join("imei-lockd.service");
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "/usr/bin/imei-lockd ",
+            &format!("{} ", bin("imei-lockd").display()),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let about_unit: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("imei-lockd.service"))
+        .collect();
+    assert!(about_unit.is_empty(), "{text}");
+}
+
+fn install_sh(args: &[&str], env: &[(&str, &std::path::Path)]) -> (i32, String) {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_root().join("scripts/install.sh")).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn install_sh_dry_run_lists_the_files_and_changes_nothing() {
+    let dest = tempfile::tempdir().unwrap();
+    let (code, text) = install_sh(&["--dry-run", "--no-build"], &[("DESTDIR", dest.path())]);
+    assert_eq!(code, 0, "{text}");
+    let root = dest.path().display().to_string();
+    for file in [
+        "/usr/bin/imei-lockd",
+        "/usr/bin/imei-lockctl",
+        "/etc/systemd/system/imei-lockd.service",
+        "/etc/imei-lockd/imei-lockd.toml",
+    ] {
+        assert!(text.contains(&format!("{root}{file}")), "{file}: {text}");
+    }
+    assert!(!text.contains("cargo build"), "{text}");
+    assert!(text.contains("nothing changed"), "{text}");
+    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0);
+    // Without --no-build the release build is part of the plan.
+    let (code, text) = install_sh(&["--dry-run"], &[("DESTDIR", dest.path())]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("cargo build --release"), "{text}");
+    let (code, text) = install_sh(&["--bogus"], &[]);
+    assert_eq!(code, 2, "{text}");
+}
+
+/// A real install into a staging root, from the test build's binaries, with PREFIX moved: the
+/// unit follows PREFIX, and a second install keeps the operator's configuration.
+#[test]
+fn install_sh_stages_binaries_unit_and_keeps_the_config() {
+    let dest = tempfile::tempdir().unwrap();
+    let bin_dir = bin("imei-lockd").parent().unwrap().to_path_buf();
+    let prefix = std::path::Path::new("/usr/local");
+    let env = [
+        ("DESTDIR", dest.path()),
+        ("BIN_DIR", bin_dir.as_path()),
+        ("PREFIX", prefix),
+    ];
+    let (code, text) = install_sh(&["--no-build"], &env);
+    assert_eq!(code, 0, "{text}");
+    let root = dest.path();
+    for b in ["imei-lockd", "imei-lockctl"] {
+        let p = root.join("usr/local/bin").join(b);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&p.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o755, "{}", p.display());
+    }
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/imei-lockd.service")).unwrap();
+    assert!(
+        unit.contains(
+            "ExecStart=/usr/local/bin/imei-lockd --config /etc/imei-lockd/imei-lockd.toml"
+        ),
+        "{unit}"
+    );
+    assert!(!unit.contains("/usr/bin/imei-lockd"), "{unit}");
+    let conf = root.join("etc/imei-lockd/imei-lockd.toml");
+    let (code, text) = check(&conf, &[]);
+    assert_eq!(code, 0, "{text}");
+    std::fs::write(&conf, "# edited by the operator\n").unwrap();
+    let (code, text) = install_sh(&["--no-build"], &env);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("keep existing"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "# edited by the operator\n"
+    );
+}
+
+/// `cargo deb` metadata: every asset exists (or is a binary of this package), and the
+/// configuration is a conffile.
+#[test]
+fn deb_metadata_assets_exist() {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let package = &meta["packages"][0];
+    let deb = &package["metadata"]["deb"];
+    let bins: Vec<&str> = package["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"][0] == "bin")
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    let mut dests = Vec::new();
+    for a in deb["assets"].as_array().unwrap() {
+        let (src, dest) = (a[0].as_str().unwrap(), a[1].as_str().unwrap());
+        match src.strip_prefix("target/release/") {
+            Some(b) => assert!(bins.contains(&b), "{src} is not a binary: {bins:?}"),
+            None => assert!(repo_root().join(src).is_file(), "{src} missing"),
+        }
+        let name = src.rsplit('/').next().unwrap();
+        dests.push(format!("/{dest}{name}"));
+    }
+    for want in [
+        "/usr/bin/imei-lockd",
+        "/usr/bin/imei-lockctl",
+        "/lib/systemd/system/imei-lockd.service",
+        "/etc/imei-lockd/imei-lockd.toml",
+    ] {
+        assert!(dests.iter().any(|d| d == want), "{want}: {dests:?}");
+    }
+    assert_eq!(
+        deb["conf-files"],
+        serde_json::json!(["/etc/imei-lockd/imei-lockd.toml"])
+    );
+}
+
+#[test]
+fn help_documents_the_flags_and_the_subcommand() {
+    let help = |args: &[&str]| {
+        let out = Command::new(bin("imei-lockd")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    for needle in [
+        "--config <FILE>",
+        "IMEI_LOCKD__",
+        "/etc/imei-lockd/imei-lockd.toml",
+        "check-config",
+        "--version",
+        "SIGHUP",
+        "Exit codes",
+    ] {
+        assert!(top.contains(needle), "{needle}: {top}");
+    }
+    let sub = help(&["check-config", "--help"]);
+    for needle in ["--config <FILE>", "Exit code 0", "naming the key"] {
+        assert!(sub.contains(needle), "{needle}: {sub}");
+    }
+    assert!(help(&["--version"]).contains(env!("CARGO_PKG_VERSION")));
+}

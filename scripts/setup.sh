@@ -5,8 +5,8 @@ set -euo pipefail
 
 # Build: bindgen (librocksdb-sys) needs libclang; RocksDB itself is compiled from C++ by cargo.
 APT_BUILD=(libclang-dev g++ make)
-# Tests: real third-party peers.
-APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl)
+# Tests: real third-party peers; systemd for `systemd-analyze verify` of the unit.
+APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd)
 PIP_TEST=(python-diameter==0.9.0)
 
 want=("${APT_BUILD[@]}")

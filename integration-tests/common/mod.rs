@@ -178,6 +178,11 @@ impl Daemon {
         panic!("daemon not ready in 30 s:\n{}", self.log_text());
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -2,8 +2,13 @@
 //!
 //! `imei-lockd --config FILE` runs it; `imei-lockd check-config --config FILE` validates a
 //! configuration and exits. Configuration errors exit with code 2 and name the key.
+//!
+//! Signals: SIGTERM (or SIGINT) drains and stops; SIGHUP re-reads the same file (environment
+//! overrides included) and applies the RADIUS clients, the Diameter peers and the engine
+//! policies. A file that does not load on SIGHUP is logged (naming the key) and the running
+//! configuration kept; keys that need a restart (listen addresses, ...) are logged as such.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -17,10 +22,10 @@ use tokio::sync::watch;
 use imei_lockd::alerts::{AlertDelivery, Webhook};
 use imei_lockd::api;
 use imei_lockd::config::{parse_addr, Config};
-use imei_lockd::diameter::server::DiameterService;
+use imei_lockd::diameter::server::{DiameterReloader, DiameterService};
 use imei_lockd::engine::{Clock, Engine, SystemClock};
 use imei_lockd::provisioning::{BillingSettings, Provisioner};
-use imei_lockd::radius::server::RadiusService;
+use imei_lockd::radius::server::{RadiusReloader, RadiusService};
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
 use imei_lockd::store::Store;
 
@@ -30,14 +35,26 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_RUNTIME: u8 = 1;
 
 /// IMEI-lock AAA daemon: RADIUS and Diameter (Gx, S6b) in front of a RocksDB lock engine.
+///
+/// Without a subcommand, runs the daemon in the foreground (systemd Type=notify) until SIGTERM.
 #[derive(Parser, Debug)]
-#[command(name = "imei-lockd", version, about, long_about = None)]
+#[command(
+    name = "imei-lockd",
+    version,
+    about,
+    after_help = "Signals: SIGTERM/SIGINT drain and stop (Diameter peers get a DPR); SIGHUP reloads \
+                  RADIUS clients, Diameter peers and policies from the same file.\n\
+                  Exit codes: 0 clean stop, 1 runtime failure (store, bind), 2 configuration error \
+                  (the message names the key)."
+)]
 struct Cli {
-    /// Configuration file (TOML). Every key can be overridden by IMEI_LOCKD__SECTION__KEY.
+    /// Configuration file (TOML). Every key can be overridden by an environment variable
+    /// IMEI_LOCKD__SECTION__KEY, e.g. IMEI_LOCKD__RADIUS__AUTH_LISTEN=0.0.0.0:1812.
     #[arg(
         long,
         short = 'c',
         global = true,
+        value_name = "FILE",
         default_value = "/etc/imei-lockd/imei-lockd.toml"
     )]
     config: PathBuf,
@@ -47,7 +64,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the configuration file and exit (0 if valid, 2 with the key at fault if not).
+    /// Validate the configuration file and exit.
+    ///
+    /// Loads the file with its environment overrides and checks every value, without opening
+    /// the store or binding any port. Exit code 0 if valid, 2 with a message naming the key at
+    /// fault if not. Used by the systemd unit's ExecStartPre.
     CheckConfig,
 }
 
@@ -68,7 +89,7 @@ fn main() -> ExitCode {
         eprintln!("imei-lockd: invalid value for key `log.level`: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    match run(cfg) {
+    match run(cfg, &cli.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "imei-lockd stopped");
@@ -77,12 +98,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: Config) -> Result<(), String> {
+fn run(cfg: Config, path: &Path) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("imei-lockd")
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
+    // First, before the store opens: until then SIGHUP's default action would end the process.
+    let mut signals = {
+        let _runtime = rt.enter();
+        Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?
+    };
     let token = cfg.api_token().map_err(|e| e.to_string())?;
     let metrics = PrometheusBuilder::new()
         .install_recorder()
@@ -135,6 +161,17 @@ fn run(cfg: Config) -> Result<(), String> {
 
         let radius = RadiusService::bind(&cfg).await?;
         let diameter = DiameterService::bind(&cfg).await?;
+        let reload = Reload {
+            path: path.to_path_buf(),
+            running: cfg.clone(),
+            radius: radius.reloader(),
+            diameter: diameter.reloader(),
+            engine: engine.clone(),
+        };
+        for result in ["ok", "error"] {
+            // Present from the start, at 0.
+            metrics::counter!("imei_lockd_config_reloads_total", "result" => result).increment(0);
+        }
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(radius.run(engine.clone(), stop_rx.clone()));
@@ -188,7 +225,9 @@ fn run(cfg: Config) -> Result<(), String> {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), api = %api_addr,
             metrics = %metrics_addr, "imei-lockd ready");
         imei_lockd::systemd::notify("READY=1");
-        wait_for_shutdown().await;
+        while let Signal::Reload = signals.next().await {
+            reload.apply();
+        }
         tracing::info!("shutting down");
         imei_lockd::systemd::notify("STOPPING=1");
         let _ = stop_tx.send(true);
@@ -227,14 +266,155 @@ async fn serve_until(
     }
 }
 
-async fn wait_for_shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// What a signal asks for.
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP streams.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+}
+
+/// What SIGHUP re-reads and where it applies it.
+struct Reload {
+    path: PathBuf,
+    /// The configuration the daemon started with: what the non-reloadable keys still are.
+    running: Config,
+    radius: RadiusReloader,
+    diameter: DiameterReloader,
+    engine: Arc<Engine>,
+}
+
+impl Reload {
+    /// Re-reads the file; applies it if valid, else logs the key at fault and keeps running as
+    /// before. Counted in `imei_lockd_config_reloads_total{result}`.
+    fn apply(&self) {
+        tracing::info!(path = %self.path.display(), "SIGHUP: reloading the configuration");
+        let result = Config::load(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|new| self.swap(&new));
+        match result {
+            Ok(()) => {
+                metrics::counter!("imei_lockd_config_reloads_total", "result" => "ok").increment(1);
+            }
+            Err(e) => {
+                metrics::counter!("imei_lockd_config_reloads_total", "result" => "error")
+                    .increment(1);
+                tracing::error!(path = %self.path.display(), error = %e,
+                    "configuration reload failed; keeping the running configuration");
+            }
+        }
+    }
+
+    /// Applies a valid configuration. The tables are checked by [`Config::load`] already, so the
+    /// reloaders do not fail in practice; the engine policy is set last.
+    fn swap(&self, new: &Config) -> Result<(), String> {
+        let clients = self.radius.reload(new)?;
+        let peers = self.diameter.reload(new)?;
+        let mut policy = new.engine_policy();
+        // Alert events follow the webhooks, which are not reloaded (AlertDelivery keeps the
+        // ones it started with): keep the running set so events and delivery agree.
+        policy.alert_events = self.running.engine_policy().alert_events;
+        self.engine.set_policy(policy);
+        let stale = restart_needed(&self.running, new);
+        if !stale.is_empty() {
+            tracing::warn!(keys = %stale.join(", "),
+                "configuration keys changed that only take effect after a restart");
+        }
+        tracing::info!(
+            radius_clients = clients,
+            diameter_peers = peers,
+            "configuration reloaded (RADIUS clients, Diameter peers, policies)"
+        );
+        Ok(())
+    }
+}
+
+/// The keys SIGHUP does not apply whose value in `new` differs from the running one.
+fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
+    fn differs<T: serde::Serialize>(a: &T, b: &T) -> bool {
+        serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
+    }
+    let (r, n) = (running, new);
+    [
+        ("node.data_dir", differs(&r.node.data_dir, &n.node.data_dir)),
+        (
+            "node.block_cache_mb",
+            differs(&r.node.block_cache_mb, &n.node.block_cache_mb),
+        ),
+        ("log.format", differs(&r.log.format, &n.log.format)),
+        ("log.level", differs(&r.log.level, &n.log.level)),
+        (
+            "radius.auth_listen",
+            differs(&r.radius.auth_listen, &n.radius.auth_listen),
+        ),
+        (
+            "radius.acct_listen",
+            differs(&r.radius.acct_listen, &n.radius.acct_listen),
+        ),
+        (
+            "radius.dedup_window_s",
+            differs(&r.radius.dedup_window_s, &n.radius.dedup_window_s),
+        ),
+        (
+            "radius.recv_buffer_bytes",
+            differs(&r.radius.recv_buffer_bytes, &n.radius.recv_buffer_bytes),
+        ),
+        (
+            "radius.workers",
+            differs(&r.radius.workers, &n.radius.workers),
+        ),
+        (
+            "diameter.listen",
+            differs(&r.diameter.listen, &n.diameter.listen),
+        ),
+        (
+            "diameter.origin_host",
+            differs(&r.diameter.origin_host, &n.diameter.origin_host),
+        ),
+        (
+            "diameter.origin_realm",
+            differs(&r.diameter.origin_realm, &n.diameter.origin_realm),
+        ),
+        (
+            "diameter.watchdog_s",
+            differs(&r.diameter.watchdog_s, &n.diameter.watchdog_s),
+        ),
+        ("api", differs(&r.api, &n.api)),
+        (
+            "metrics.listen",
+            differs(&r.metrics.listen, &n.metrics.listen),
+        ),
+        ("billing", differs(&r.billing, &n.billing)),
+        (
+            "alerts.webhooks",
+            differs(&r.alerts.webhooks, &n.alerts.webhooks),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }

@@ -18,8 +18,13 @@
 //! When `stop` turns true the listeners stop accepting, every open peer gets a DPR
 //! (Disconnect-Cause REBOOTING) and each connection closes on DPA or after [`DPA_TIMEOUT`].
 //!
-//! This module does not initiate connections to peers (we are the responder side only) and
-//! does not reload the peer list.
+//! # Reload
+//! The peer allow-list (`[[diameter.peers]]`) is replaceable at run time through
+//! [`DiameterService::reloader`] (SIGHUP): a connection takes its known peers when it is
+//! accepted, so new connections use the new list and open ones are left as they are. Listeners,
+//! identity and timers are fixed at bind time.
+//!
+//! This module does not initiate connections to peers (we are the responder side only).
 
 mod app;
 mod conn;
@@ -34,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::config::{parse_cidr, Config};
@@ -62,7 +67,8 @@ pub(crate) struct Shared {
     /// connection.
     template: PeerConfig,
     /// Configured peers: Origin-Host and the optional source network they must connect from.
-    peers: Vec<(String, Option<IpNet>)>,
+    /// Read once per accepted connection; replaced on reload.
+    peers: RwLock<Arc<Vec<AllowedPeer>>>,
     /// Answers by (Origin-Host, End-to-End-Id), daemon-wide: a retransmission may arrive on
     /// another connection after failover. Locked briefly per request, never across an await.
     dup: Mutex<DuplicateCache>,
@@ -81,8 +87,8 @@ impl Shared {
     /// `address` admits `remote` are known on it.
     fn peer_config(&self, remote: IpAddr, local: IpAddr) -> Arc<PeerConfig> {
         let mut c = self.template.clone();
-        c.known_peers = self
-            .peers
+        let peers = self.peers.read().clone();
+        c.known_peers = peers
             .iter()
             .filter(|(_, net)| net.is_none_or(|n| n.contains(&remote)))
             .map(|(h, _)| h.clone())
@@ -93,6 +99,44 @@ impl Shared {
 
     fn random_u64(&self, salt: u64) -> u64 {
         self.random.hash_one((salt, SystemTime::now()))
+    }
+}
+
+/// A configured peer: Origin-Host and the optional network it must connect from.
+type AllowedPeer = (String, Option<IpNet>);
+
+/// The peers of `[[diameter.peers]]`; errors name `diameter.peers[i].address`.
+fn peers_from_config(cfg: &Config) -> Result<Vec<AllowedPeer>, String> {
+    let mut peers = Vec::with_capacity(cfg.diameter.peers.len());
+    for (i, p) in cfg.diameter.peers.iter().enumerate() {
+        let net = match &p.address {
+            Some(a) => Some(
+                parse_cidr(&format!("diameter.peers[{i}].address"), a)
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        peers.push((p.origin_host.clone(), net));
+    }
+    Ok(peers)
+}
+
+/// Replaces the peer allow-list of a [`DiameterService`] (SIGHUP); see the module docs.
+#[derive(Clone)]
+pub struct DiameterReloader {
+    shared: Arc<Shared>,
+}
+
+impl DiameterReloader {
+    /// Takes the peers of `cfg` for connections accepted from now on; returns their number.
+    ///
+    /// # Errors
+    /// A message naming `diameter.peers[i].address` (the running list is kept).
+    pub fn reload(&self, cfg: &Config) -> Result<usize, String> {
+        let peers = peers_from_config(cfg)?;
+        let n = peers.len();
+        *self.shared.peers.write() = Arc::new(peers);
+        Ok(n)
     }
 }
 
@@ -116,17 +160,7 @@ impl DiameterService {
             tracing::info!(transport = %b.transport, address = %b.local, "diameter listening");
             listeners.push(b);
         }
-        let mut peers = Vec::with_capacity(d.peers.len());
-        for (i, p) in d.peers.iter().enumerate() {
-            let net = match &p.address {
-                Some(a) => Some(
-                    parse_cidr(&format!("diameter.peers[{i}].address"), a)
-                        .map_err(|e| e.to_string())?,
-                ),
-                None => None,
-            };
-            peers.push((p.origin_host.clone(), net));
-        }
+        let peers = peers_from_config(cfg)?;
         let mut template = PeerConfig::new(&d.origin_host, &d.origin_realm);
         template.watchdog = Duration::from_secs(d.watchdog_s);
         template.dpa_timeout = DPA_TIMEOUT;
@@ -139,7 +173,7 @@ impl DiameterService {
             listeners,
             shared: Arc::new(Shared {
                 template,
-                peers,
+                peers: RwLock::new(Arc::new(peers)),
                 dup: Mutex::new(DuplicateCache::new(DUPLICATE_CAPACITY, DUPLICATE_TTL)),
                 engine_slots: Arc::new(Semaphore::new(MAX_ENGINE_CALLS)),
                 open: Mutex::new(HashMap::new()),
@@ -147,6 +181,13 @@ impl DiameterService {
                 random: RandomState::new(),
             }),
         })
+    }
+
+    /// A handle that replaces the peer allow-list of this service while it runs.
+    pub fn reloader(&self) -> DiameterReloader {
+        DiameterReloader {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Serves until `stop` becomes true, then disconnects every peer (DPR) and returns once

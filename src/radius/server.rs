@@ -49,8 +49,10 @@
 //! resends are counted as duplicates only).
 //!
 //! # What this shell does not do
-//! No decoding or encoding of its own, no decision, no configuration reload (the client table is
-//! fixed at bind time).
+//! No decoding or encoding of its own, no decision. Of the configuration, only the client table
+//! is reloadable ([`RadiusService::reloader`]): receive tasks read it through a
+//! `parking_lot::RwLock<Arc<Clients>>` (a read lock held for one `Arc` clone per datagram), a
+//! reload swaps the `Arc`. Sockets, workers and the duplicate window are fixed at bind time.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -59,7 +61,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Semaphore};
@@ -101,7 +103,7 @@ pub const OVERLOAD_WAIT: Duration = Duration::from_millis(100);
 pub struct RadiusService {
     auth: Arc<UdpSocket>,
     acct: Arc<UdpSocket>,
-    clients: Arc<Clients>,
+    clients: SharedClients,
     window: Duration,
     workers: usize,
 }
@@ -114,16 +116,13 @@ impl RadiusService {
     /// "cannot listen on radius.auth_listen 0.0.0.0:1812: Address already in use (os error 98)".
     pub async fn bind(cfg: &Config) -> Result<Self, String> {
         let r = &cfg.radius;
-        let clients = Clients::from_config(&r.clients).map_err(|e| e.to_string())?;
-        if clients.is_empty() {
-            tracing::warn!("no [[radius.clients]] configured: every RADIUS packet will be dropped");
-        }
+        let clients = clients_from_config(cfg)?;
         let auth = bind_udp("radius.auth_listen", &r.auth_listen, r.recv_buffer_bytes)?;
         let acct = bind_udp("radius.acct_listen", &r.acct_listen, r.recv_buffer_bytes)?;
         Ok(Self {
             auth: Arc::new(auth),
             acct: Arc::new(acct),
-            clients: Arc::new(clients),
+            clients: Arc::new(RwLock::new(Arc::new(clients))),
             window: Duration::from_secs(r.dedup_window_s),
             workers: r.workers.max(1),
         })
@@ -135,6 +134,13 @@ impl RadiusService {
     /// As [`UdpSocket::local_addr`].
     pub fn local_addrs(&self) -> io::Result<(SocketAddr, SocketAddr)> {
         Ok((self.auth.local_addr()?, self.acct.local_addr()?))
+    }
+
+    /// A handle that replaces the client table of this service (and of its running tasks).
+    pub fn reloader(&self) -> RadiusReloader {
+        RadiusReloader {
+            clients: self.clients.clone(),
+        }
     }
 
     /// Serves until `stop` becomes true (or its sender is dropped), then waits up to
@@ -156,7 +162,7 @@ impl RadiusService {
         for shell in &ports {
             if let Ok(addr) = shell.socket.local_addr() {
                 tracing::info!(port = %shell.port, %addr, workers = self.workers,
-                    clients = self.clients.len(), "RADIUS listening");
+                    clients = self.clients.read().len(), "RADIUS listening");
             }
             for _ in 0..self.workers {
                 loops.spawn(shell.clone().receive_loop(stop.clone()));
@@ -173,6 +179,38 @@ impl RadiusService {
             tracing::warn!("RADIUS answers still in flight after {DRAIN_TIMEOUT:?}; stopping");
         }
         tracing::info!("RADIUS stopped");
+    }
+}
+
+/// The client table, shared by the receive tasks of both ports and swapped on reload.
+type SharedClients = Arc<RwLock<Arc<Clients>>>;
+
+/// The client table of `[[radius.clients]]`, with a warning when it is empty.
+fn clients_from_config(cfg: &Config) -> Result<Clients, String> {
+    let clients = Clients::from_config(&cfg.radius.clients).map_err(|e| e.to_string())?;
+    if clients.is_empty() {
+        tracing::warn!("no [[radius.clients]] configured: every RADIUS packet will be dropped");
+    }
+    Ok(clients)
+}
+
+/// Replaces the client table of a [`RadiusService`] (SIGHUP). Requests already past the client
+/// lookup finish with the client they found; the next datagram uses the new table.
+#[derive(Clone)]
+pub struct RadiusReloader {
+    clients: SharedClients,
+}
+
+impl RadiusReloader {
+    /// Builds the client table of `cfg` and swaps it in; returns the number of clients.
+    ///
+    /// # Errors
+    /// A message naming `radius.clients[i].address` (the running table is kept).
+    pub fn reload(&self, cfg: &Config) -> Result<usize, String> {
+        let clients = clients_from_config(cfg)?;
+        let n = clients.len();
+        *self.clients.write() = Arc::new(clients);
+        Ok(n)
     }
 }
 
@@ -394,7 +432,7 @@ struct PortShell {
     /// Shared by the port's receive tasks (tokio allows concurrent `recv_from`/`send_to` on
     /// `&UdpSocket`) and by evaluations, which send their answer on it.
     socket: Arc<UdpSocket>,
-    clients: Arc<Clients>,
+    clients: SharedClients,
     engine: Arc<Engine>,
     cache: DedupShards,
     /// Permits for evaluations in flight ([`MAX_IN_FLIGHT`]); `run` takes them all back to drain.
@@ -439,7 +477,8 @@ impl PortShell {
         metrics::counter!("imei_lockd_radius_packets_total",
             "port" => self.port.as_str(), "code" => code)
         .increment(1);
-        let Some(client) = self.clients.by_source(src.ip()) else {
+        let clients = self.clients.read().clone();
+        let Some(client) = clients.by_source(src.ip()) else {
             self.drop_packet(
                 src,
                 "unknown_client",
@@ -843,5 +882,28 @@ mod tests {
         let (auth, acct) = s.local_addrs().unwrap();
         assert_ne!(auth.port(), 0);
         assert_ne!(acct.port(), 0);
+    }
+
+    #[tokio::test]
+    async fn reloader_swaps_the_client_table_and_keeps_it_on_error() {
+        let mut cfg = config("127.0.0.1:0", "127.0.0.1:0");
+        let client = |name: &str, address: &str| crate::config::RadiusClientConfig {
+            name: name.into(),
+            address: address.into(),
+            secret: "s".into(),
+            require_message_authenticator: true,
+        };
+        cfg.radius.clients = vec![client("a", "127.0.0.1/32")];
+        let s = RadiusService::bind(&cfg).await.unwrap();
+        let r = s.reloader();
+        cfg.radius.clients = vec![client("a", "127.0.0.1/32"), client("b", "127.0.0.3")];
+        assert_eq!(r.reload(&cfg), Ok(2));
+        let ip = "127.0.0.3".parse().unwrap();
+        let name = |s: &RadiusService| s.clients.read().by_source(ip).map(|c| c.name.to_string());
+        assert_eq!(name(&s).as_deref(), Some("b"));
+        cfg.radius.clients = vec![client("c", "127.0.0.3/33")];
+        let e = r.reload(&cfg).unwrap_err();
+        assert!(e.contains("radius.clients[0].address"), "{e}");
+        assert_eq!(name(&s).as_deref(), Some("b"));
     }
 }
