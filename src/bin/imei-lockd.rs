@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use std::time::Duration;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 
 use imei_lockd::alerts::{AlertDelivery, Webhook};
@@ -33,6 +33,16 @@ use imei_lockd::store::Store;
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for runtime failures (store cannot open, listener cannot bind).
 const EXIT_RUNTIME: u8 = 1;
+
+/// Upper bounds of the buckets of every `*_seconds` histogram (rendered as Prometheus
+/// histograms, not summaries): 50 µs to 1 s.
+const LATENCY_BUCKETS_S: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// How often the store size gauges are refreshed (and the recorder's upkeep runs).
+const STORE_GAUGES_EVERY: Duration = Duration::from_secs(10);
 
 /// IMEI-lock AAA daemon: RADIUS and Diameter (Gx, S6b) in front of a RocksDB lock engine.
 ///
@@ -111,6 +121,8 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
     };
     let token = cfg.api_token().map_err(|e| e.to_string())?;
     let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_S)
+        .map_err(|e| format!("cannot configure metrics buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("cannot install metrics recorder: {e}"))?;
     let store = RocksStore::open(
@@ -147,6 +159,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         cfg.alerts.webhooks.iter().map(Webhook::from).collect(),
     );
 
+    let sized_store = store.clone();
     rt.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let api_addr = parse_addr("api.listen", &cfg.api.listen).map_err(|e| e.to_string())?;
@@ -172,6 +185,13 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             // Present from the start, at 0.
             metrics::counter!("imei_lockd_config_reloads_total", "result" => result).increment(0);
         }
+        for status in ["submitted", "processed", "failed"] {
+            metrics::counter!("imei_lockd_provisioning_requests_total", "status" => status)
+                .increment(0);
+        }
+        for result in ["delivered", "failed", "suppressed"] {
+            metrics::counter!("imei_lockd_alerts_total", "result" => result).increment(0);
+        }
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(radius.run(engine.clone(), stop_rx.clone()));
@@ -193,6 +213,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             api::serve(api_listener, state, stopped(stop_rx.clone())),
             "api",
         ));
+        let metrics_upkeep = metrics.clone();
         let metrics_router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
@@ -209,6 +230,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             },
             "metrics",
         ));
+        tasks.spawn(store_gauges(sized_store, metrics_upkeep, stop_rx.clone()));
         let _engine = engine;
         if let Some(every) = imei_lockd::systemd::watchdog_interval() {
             let mut stop = stop_rx.clone();
@@ -251,6 +273,35 @@ fn test_clock_offset_ms() -> i64 {
         .ok()
         .and_then(|v| v.parse::<i64>().ok())
         .map_or(0, |s| s.saturating_mul(1000))
+}
+
+/// Sets the `imei_lockd_store_*` gauges from [`Store::approximate_counts`] at startup and every
+/// [`STORE_GAUGES_EVERY`] until stopped; also drains the recorder's histogram samples so they do
+/// not pile up between scrapes.
+async fn store_gauges(
+    store: Arc<dyn Store>,
+    metrics: PrometheusHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(STORE_GAUGES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.approximate_counts()).await {
+            Ok(c) => {
+                metrics::gauge!("imei_lockd_store_sims").set(c.sims as f64);
+                metrics::gauge!("imei_lockd_store_events").set(c.events as f64);
+                metrics::gauge!("imei_lockd_store_outbox").set(c.outbox as f64);
+                metrics::gauge!("imei_lockd_store_disk_bytes").set(c.disk_bytes as f64);
+            }
+            Err(e) => tracing::warn!(error = %e, "store size sampling failed"),
+        }
+        metrics.run_upkeep();
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

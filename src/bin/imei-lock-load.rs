@@ -1,0 +1,638 @@
+//! imei-lock-load: a load generator for imei-lockd (and any RADIUS or Diameter Gx server).
+//!
+//! - `radius`: Access-Requests with 3GPP-IMSI, 3GPP-IMEISV and Message-Authenticator (or, with
+//!   `--accounting`, Accounting-Requests), from one UDP socket per thread, up to `--window`
+//!   outstanding per socket (Identifiers 0–255), closed loop (as fast as answers come) or open
+//!   loop at `--rate` requests/s.
+//! - `gx`: CER, then Gx CCR-I (and, with `--terminate`, CCR-T for every session) over
+//!   `--connections` TCP connections, `--window` in flight each, answers matched by Hop-by-Hop id.
+//!
+//! SIM `i` of the pool (`--sims`) has IMSI `--imsi-base + i` and IMEI `--imei-base + i` (the same
+//! device every time, so a locked SIM matches after its first session; `--mismatch-every N`
+//! presents another device every Nth request). Reports requests/s, answers by code, timeouts, and
+//! latency percentiles (hdrhistogram), as text and with `--json` as one JSON object.
+//!
+//! Plain threads and blocking sockets: one thread per socket or connection does all its I/O,
+//! which is cheaper per request than a runtime and keeps the generator faster than the servers
+//! it measures.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use imei_lockd::diameter::codec::dict::{self, VENDOR_3GPP};
+use imei_lockd::diameter::codec::{Avp, Decoder, Message};
+use imei_lockd::imei::Imei;
+use imei_lockd::radius::codec::Code;
+use imei_lockd::radius::encode::{encode_access_request, encode_accounting_request};
+use imei_lockd::radius::vsa::encode_vsa;
+
+const APP_GX: u32 = 16_777_238;
+const APP_S6B: u32 = 16_777_272;
+
+/// Load generator for imei-lockd: RADIUS and Diameter Gx.
+#[derive(Parser, Debug)]
+#[command(name = "imei-lock-load", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// RADIUS Access-Request (or Accounting-Request) load over UDP.
+    Radius(RadiusArgs),
+    /// Diameter Gx CCR load over TCP.
+    Gx(GxArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Test length, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Open loop: total requests per second (0 = closed loop, as fast as answers come).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Requests in flight per socket or connection.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Size of the SIM pool.
+    #[arg(long, default_value_t = 10_000)]
+    sims: u64,
+    /// First IMSI of the pool (15 digits; SIM i is base + i).
+    #[arg(long, default_value_t = 1_010_000_000_000)]
+    imsi_base: u64,
+    /// First IMEI (TAC+SNR) of the pool (SIM i presents base + i).
+    #[arg(long, default_value_t = 35_000_000_000_000)]
+    imei_base: u64,
+    /// Present another device's IMEI every Nth request (0 = never).
+    #[arg(long, default_value_t = 0)]
+    mismatch_every: u64,
+    /// A request unanswered after this many milliseconds counts as a timeout.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct RadiusArgs {
+    /// Server address (auth port, or acct port with --accounting).
+    #[arg(long, default_value = "127.0.0.1:1812")]
+    target: SocketAddr,
+    #[arg(long, default_value = "testing123")]
+    secret: String,
+    /// Sockets (one thread each).
+    #[arg(long, default_value_t = 2)]
+    sockets: usize,
+    /// Send Accounting-Request Interim-Updates instead of Access-Requests.
+    #[arg(long)]
+    accounting: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct GxArgs {
+    #[arg(long, default_value = "127.0.0.1:3868")]
+    target: SocketAddr,
+    /// Our Origin-Hosts, comma-separated; connection i uses the (i mod n)th. Each must be a
+    /// configured peer of the server, and a server keeps one connection per Origin-Host (RFC 6733
+    /// §5.6.4), so give as many as --connections.
+    #[arg(long, default_value = "pgw.localdomain", value_delimiter = ',')]
+    origin_host: Vec<String>,
+    #[arg(long, default_value = "localdomain")]
+    origin_realm: String,
+    /// TCP connections (one thread each).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Follow every CCR-I with a CCR-T of the same session.
+    #[arg(long)]
+    terminate: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// What one worker measured.
+struct Tally {
+    sent: u64,
+    codes: HashMap<String, u64>,
+    timeouts: u64,
+    errors: u64,
+    hist: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Result<Self, String> {
+        Ok(Self {
+            sent: 0,
+            codes: HashMap::new(),
+            timeouts: 0,
+            errors: 0,
+            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?,
+        })
+    }
+
+    fn answer(&mut self, code: String, latency: Duration) {
+        *self.codes.entry(code).or_default() += 1;
+        let _ = self.hist.record((latency.as_nanos() as u64).max(1));
+    }
+
+    fn merge(&mut self, o: Self) {
+        self.sent += o.sent;
+        self.timeouts += o.timeouts;
+        self.errors += o.errors;
+        for (k, v) in o.codes {
+            *self.codes.entry(k).or_default() += v;
+        }
+        let _ = self.hist.add(&o.hist);
+    }
+}
+
+/// Paces one worker in open-loop mode: the time the next request is due.
+struct Pacer {
+    start: Instant,
+    interval: Option<Duration>,
+    n: u64,
+}
+
+impl Pacer {
+    fn new(total_rate: u64, workers: usize) -> Self {
+        let per = total_rate as f64 / workers.max(1) as f64;
+        Self {
+            start: Instant::now(),
+            interval: (per > 0.0).then(|| Duration::from_secs_f64(1.0 / per)),
+            n: 0,
+        }
+    }
+
+    /// Whether a request may be sent now (closed loop: always).
+    fn ready(&mut self) -> bool {
+        match self.interval {
+            None => true,
+            Some(iv) => {
+                let due = self.start + iv.mul_f64(self.n as f64);
+                if Instant::now() >= due {
+                    self.n += 1;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+}
+
+fn sim_of(c: &Common, k: u64) -> (String, String) {
+    let i = k % c.sims.max(1);
+    let imsi = format!("{:015}", c.imsi_base + i);
+    let mismatch = c.mismatch_every > 0 && k % c.mismatch_every == c.mismatch_every - 1;
+    let dev = c.imei_base + i + if mismatch { 50_000_000 } else { 0 };
+    let imei = Imei::from_u64(dev % 100_000_000_000_000)
+        .map_or_else(|| "35000000000000".to_owned(), |x| x.to_string());
+    (imsi, format!("{imei}01"))
+}
+
+fn radius_worker(args: Arc<RadiusArgs>, seed: u64, workers: usize) -> Result<Tally, String> {
+    let c = &args.common;
+    let sock = UdpSocket::bind(if args.target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .map_err(|e| e.to_string())?;
+    sock.connect(args.target).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .map_err(|e| e.to_string())?;
+    let mut tally = Tally::new()?;
+    let window = c.window.clamp(1, 256);
+    let timeout = Duration::from_millis(c.timeout_ms);
+    let mut outstanding: [Option<Instant>; 256] = [None; 256];
+    let mut in_flight = 0usize;
+    let mut next_id = 0u8;
+    let mut k = seed;
+    let mut pacer = Pacer::new(c.rate, workers);
+    let end = Instant::now() + Duration::from_secs_f64(c.duration);
+    let mut buf = [0u8; 4096];
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    loop {
+        let now = Instant::now();
+        let sending = now < end;
+        if !sending && in_flight == 0 {
+            break;
+        }
+        if now > end + timeout {
+            break;
+        }
+        while sending && in_flight < window && pacer.ready() {
+            // Find a free Identifier.
+            let mut tries = 0;
+            while outstanding[usize::from(next_id)].is_some() && tries < 256 {
+                next_id = next_id.wrapping_add(1);
+                tries += 1;
+            }
+            if outstanding[usize::from(next_id)].is_some() {
+                break;
+            }
+            let (imsi, imeisv) = sim_of(c, k);
+            k += workers as u64;
+            let vsa = encode_vsa(
+                10415,
+                &[(1, imsi.as_bytes()), (20, imeisv.as_bytes()), (21, &[6])],
+            )
+            .map_err(|e| e.to_string())?;
+            let attrs: [(u8, &[u8]); 3] = [(1, imsi.as_bytes()), (30, b"iot.apn"), (26, &vsa)];
+            let pkt = if args.accounting {
+                let status = 3u32.to_be_bytes();
+                let acct: [(u8, &[u8]); 5] = [
+                    (1, imsi.as_bytes()),
+                    (40, &status),
+                    (44, imsi.as_bytes()),
+                    (30, b"iot.apn"),
+                    (26, &vsa),
+                ];
+                encode_accounting_request(next_id, &acct, args.secret.as_bytes(), false)
+            } else {
+                let mut auth = [0u8; 16];
+                for chunk in auth.chunks_mut(8) {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    chunk.copy_from_slice(&rng.to_le_bytes());
+                }
+                encode_access_request(
+                    Code::AccessRequest,
+                    next_id,
+                    &auth,
+                    &attrs,
+                    args.secret.as_bytes(),
+                    true,
+                )
+            }
+            .map_err(|e| e.to_string())?;
+            match sock.send(&pkt) {
+                Ok(_) => {
+                    outstanding[usize::from(next_id)] = Some(Instant::now());
+                    in_flight += 1;
+                    tally.sent += 1;
+                }
+                Err(_) => tally.errors += 1,
+            }
+            next_id = next_id.wrapping_add(1);
+        }
+        match sock.recv(&mut buf) {
+            Ok(n) if n >= 20 => {
+                let (code, id) = (buf[0], usize::from(buf[1])); // n >= 20: both present
+                if let Some(t0) = outstanding[id].take() {
+                    in_flight -= 1;
+                    let code = match code {
+                        2 => "accept",
+                        3 => "reject",
+                        5 => "accounting_response",
+                        _ => "other",
+                    };
+                    tally.answer(code.to_owned(), t0.elapsed());
+                }
+            }
+            Ok(_) => tally.errors += 1,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => tally.errors += 1,
+        }
+        let now = Instant::now();
+        for slot in outstanding.iter_mut() {
+            if slot.is_some_and(|t0| now.duration_since(t0) > timeout) {
+                *slot = None;
+                in_flight -= 1;
+                tally.timeouts += 1;
+            }
+        }
+    }
+    Ok(tally)
+}
+
+/// A Diameter connection with a read buffer.
+struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+    decoder: Decoder,
+}
+
+impl Conn {
+    fn send(&mut self, m: &Message) -> Result<(), String> {
+        let b = m.encode().map_err(|e| e.to_string())?;
+        self.s.write_all(&b).map_err(|e| e.to_string())
+    }
+
+    /// The next complete message, or None on a read timeout.
+    fn read(&mut self) -> Result<Option<Message>, String> {
+        loop {
+            if let Some(len) = self
+                .decoder
+                .peek_length(&self.buf)
+                .map_err(|e| e.to_string())?
+            {
+                if self.buf.len() >= len {
+                    let frame: Vec<u8> = self.buf.drain(..len).collect();
+                    return self
+                        .decoder
+                        .decode(&frame)
+                        .map(Some)
+                        .map_err(|e| e.to_string());
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return Err("connection closed by the server".into()),
+                Ok(n) => self
+                    .buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+fn ccr(
+    args: &GxArgs,
+    host: &str,
+    session: &str,
+    imsi: &str,
+    imeisv: &str,
+    kind: u32,
+) -> Result<Message, String> {
+    let mut m = Message::request(272, APP_GX, true)
+        .with(Avp::utf8(dict::SESSION_ID, 0, session))
+        .with(Avp::u32(dict::AUTH_APPLICATION_ID, 0, APP_GX))
+        .with(Avp::utf8(dict::ORIGIN_HOST, 0, host))
+        .with(Avp::utf8(dict::ORIGIN_REALM, 0, &args.origin_realm))
+        .with(Avp::utf8(dict::DESTINATION_REALM, 0, &args.origin_realm))
+        .with(Avp::u32(dict::CC_REQUEST_TYPE, 0, kind))
+        .with(Avp::u32(dict::CC_REQUEST_NUMBER, 0, u32::from(kind == 3)));
+    let sub = Avp::grouped(
+        dict::SUBSCRIPTION_ID,
+        0,
+        &[
+            Avp::u32(dict::SUBSCRIPTION_ID_TYPE, 0, 1),
+            Avp::utf8(dict::SUBSCRIPTION_ID_DATA, 0, imsi),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    m.push(sub);
+    if kind == 1 {
+        let uei = Avp::grouped(
+            dict::USER_EQUIPMENT_INFO,
+            0,
+            &[
+                Avp::u32(dict::USER_EQUIPMENT_INFO_TYPE, 0, 0),
+                Avp::new(dict::USER_EQUIPMENT_INFO_VALUE, 0, imeisv.as_bytes()),
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        m.push(uei);
+        m.push(Avp::utf8(dict::CALLED_STATION_ID, 0, "iot.apn"));
+    }
+    Ok(m)
+}
+
+fn gx_worker(args: Arc<GxArgs>, seed: u64, workers: usize) -> Result<Tally, String> {
+    let c = &args.common;
+    let hosts = &args.origin_host;
+    let host = hosts
+        .get(seed as usize % hosts.len().max(1))
+        .ok_or("no --origin-host")?
+        .clone();
+    let s = TcpStream::connect(args.target).map_err(|e| format!("connect {}: {e}", args.target))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(5)))
+        .map_err(|e| e.to_string())?;
+    let mut conn = Conn {
+        s,
+        buf: Vec::new(),
+        decoder: Decoder::default(),
+    };
+    let vsai = |app| {
+        Avp::grouped(
+            dict::VENDOR_SPECIFIC_APPLICATION_ID,
+            0,
+            &[
+                Avp::u32(dict::VENDOR_ID, 0, VENDOR_3GPP),
+                Avp::u32(dict::AUTH_APPLICATION_ID, 0, app),
+            ],
+        )
+        .map_err(|e| e.to_string())
+    };
+    let local_ip = conn.s.local_addr().map_err(|e| e.to_string())?.ip();
+    let mut cer = Message::request(257, 0, false)
+        .with(Avp::utf8(dict::ORIGIN_HOST, 0, &host))
+        .with(Avp::utf8(dict::ORIGIN_REALM, 0, &args.origin_realm))
+        .with(Avp::address(dict::HOST_IP_ADDRESS, 0, local_ip))
+        .with(Avp::u32(dict::VENDOR_ID, 0, 0))
+        .with(Avp::utf8(dict::PRODUCT_NAME, 0, "imei-lock-load"))
+        .with(vsai(APP_GX)?)
+        .with(vsai(APP_S6B)?);
+    cer.header.hop_by_hop = 1;
+    cer.header.end_to_end = (seed as u32) << 20;
+    conn.send(&cer)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match conn.read()? {
+            Some(m) if m.header.code == 257 => {
+                let rc = m.result_code().map_or(0, |r| r.0);
+                if rc != 2001 {
+                    return Err(format!("CEA Result-Code {rc}"));
+                }
+                break;
+            }
+            Some(_) => {}
+            None if Instant::now() > deadline => return Err("no CEA".into()),
+            None => {}
+        }
+    }
+
+    let mut tally = Tally::new()?;
+    let timeout = Duration::from_millis(c.timeout_ms);
+    let mut outstanding: HashMap<u32, (Instant, Option<(String, String)>)> = HashMap::new();
+    let mut hbh = 1u32;
+    let e2e_base = ((seed as u32) & 0xfff) << 20;
+    let mut k = seed;
+    let mut pacer = Pacer::new(c.rate, workers);
+    let end = Instant::now() + Duration::from_secs_f64(c.duration);
+    let mut pending_t: Vec<(String, String)> = Vec::new();
+    loop {
+        let now = Instant::now();
+        let sending = now < end;
+        if (!sending && outstanding.is_empty() && pending_t.is_empty()) || now > end + timeout {
+            break;
+        }
+        while outstanding.len() < c.window && (sending || !pending_t.is_empty()) {
+            let (msg, follow) = if let Some((session, imsi)) = pending_t.pop() {
+                (ccr(&args, &host, &session, &imsi, "", 3)?, None)
+            } else if sending && pacer.ready() {
+                let (imsi, imeisv) = sim_of(c, k);
+                let session = format!("{host};{seed};{k}");
+                k += workers as u64;
+                let follow = args.terminate.then(|| (session.clone(), imsi.clone()));
+                (ccr(&args, &host, &session, &imsi, &imeisv, 1)?, follow)
+            } else {
+                break;
+            };
+            hbh = hbh.wrapping_add(1);
+            let mut msg = msg;
+            msg.header.hop_by_hop = hbh;
+            msg.header.end_to_end = e2e_base | (hbh & 0xf_ffff);
+            conn.send(&msg)?;
+            outstanding.insert(hbh, (Instant::now(), follow));
+            tally.sent += 1;
+        }
+        match conn.read() {
+            Ok(Some(m)) if m.is_request() => {
+                // Answer the server's DWR so the connection stays up.
+                if m.header.code == 280 {
+                    let a = Message::answer_to(&m.header)
+                        .with(Avp::u32(dict::RESULT_CODE, 0, 2001))
+                        .with(Avp::utf8(dict::ORIGIN_HOST, 0, &host))
+                        .with(Avp::utf8(dict::ORIGIN_REALM, 0, &args.origin_realm));
+                    conn.send(&a)?;
+                }
+            }
+            Ok(Some(m)) => {
+                if let Some((t0, follow)) = outstanding.remove(&m.header.hop_by_hop) {
+                    let rc = m.result_code().map_or(0, |r| r.0);
+                    tally.answer(rc.to_string(), t0.elapsed());
+                    if let Some(f) = follow {
+                        pending_t.push(f);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+        let now = Instant::now();
+        let before = outstanding.len();
+        outstanding.retain(|_, (t0, _)| now.duration_since(*t0) <= timeout);
+        tally.timeouts += (before - outstanding.len()) as u64;
+    }
+    Ok(tally)
+}
+
+fn report(mode: &str, c: &Common, workers: usize, t: &Tally, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let answered: u64 = t.codes.values().sum();
+    let q = |p: f64| t.hist.value_at_quantile(p) as f64 / 1000.0;
+    if c.json {
+        let v = json!({
+            "mode": mode,
+            "workers": workers,
+            "window": c.window,
+            "rate_target": c.rate,
+            "duration_s": secs,
+            "sent": t.sent,
+            "answered": answered,
+            "answers_per_s": answered as f64 / secs,
+            "codes": t.codes,
+            "timeouts": t.timeouts,
+            "errors": t.errors,
+            "latency_us": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": t.hist.max() as f64 / 1000.0},
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{mode}: {} sent, {answered} answered in {secs:.2} s = {:.0}/s, {} timeouts, {} errors",
+            t.sent,
+            answered as f64 / secs,
+            t.timeouts,
+            t.errors
+        );
+        let mut codes: Vec<_> = t.codes.iter().collect();
+        codes.sort();
+        for (k, v) in codes {
+            println!("  {k}: {v}");
+        }
+        println!(
+            "  latency µs: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}",
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999)
+        );
+    }
+}
+
+fn run_workers<A: Send + Sync + 'static>(
+    args: Arc<A>,
+    workers: usize,
+    f: fn(Arc<A>, u64, usize) -> Result<Tally, String>,
+) -> Result<(Tally, Duration), String> {
+    let started = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            let a = args.clone();
+            std::thread::spawn(move || f(a, w as u64, workers))
+        })
+        .collect();
+    let mut total = Tally::new()?;
+    for h in handles {
+        let t = h.join().map_err(|_| "worker panicked".to_owned())??;
+        total.merge(t);
+    }
+    Ok((total, started.elapsed()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.mode {
+        Mode::Radius(a) => {
+            let workers = a.sockets.max(1);
+            let a = Arc::new(a);
+            run_workers(a.clone(), workers, radius_worker).map(|(t, e)| {
+                let mode = if a.accounting {
+                    "radius-acct"
+                } else {
+                    "radius-auth"
+                };
+                report(mode, &a.common, workers, &t, e);
+                t.sent > 0 && t.codes.values().sum::<u64>() > 0
+            })
+        }
+        Mode::Gx(a) => {
+            let workers = a.connections.max(1);
+            let a = Arc::new(a);
+            run_workers(a.clone(), workers, gx_worker).map(|(t, e)| {
+                report("gx", &a.common, workers, &t, e);
+                t.sent > 0 && t.codes.values().sum::<u64>() > 0
+            })
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("imei-lock-load: no answers");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("imei-lock-load: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
