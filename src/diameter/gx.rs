@@ -154,15 +154,7 @@ pub fn cca_with(
             m.push(Avp::u32(c, 0, v));
         }
     }
-    if let Some(s) = origin.state_id {
-        m.push(Avp::u32(dict::ORIGIN_STATE_ID, 0, s));
-    }
-    if let Some(t) = error_message {
-        m.push(Avp::utf8(dict::ERROR_MESSAGE, 0, t));
-    }
-    if let Some(f) = failed_avp {
-        m.push(Avp::new(dict::FAILED_AVP, 0, f.to_bytes_lossy()));
-    }
+    m.push_answer_tail(origin, error_message, failed_avp);
     m
 }
 

@@ -141,7 +141,7 @@ pub fn aaa_with(
     if let Ok(Some(v)) = aar.avps.get_u32(dict::AUTH_REQUEST_TYPE, 0) {
         m.push(Avp::u32(dict::AUTH_REQUEST_TYPE, 0, v));
     }
-    push_tail(&mut m, origin, error_message, failed_avp);
+    m.push_answer_tail(origin, error_message, failed_avp);
     m
 }
 
@@ -163,20 +163,8 @@ fn sta_with(
     }
     m.push(Avp::u32(dict::RESULT_CODE, 0, code.0));
     m.avps.extend(origin.avps());
-    push_tail(&mut m, origin, error_message, failed_avp);
+    m.push_answer_tail(origin, error_message, failed_avp);
     m
-}
-
-fn push_tail(m: &mut Message, origin: &Origin, text: Option<&str>, failed: Option<&Avp>) {
-    if let Some(s) = origin.state_id {
-        m.push(Avp::u32(dict::ORIGIN_STATE_ID, 0, s));
-    }
-    if let Some(t) = text {
-        m.push(Avp::utf8(dict::ERROR_MESSAGE, 0, t));
-    }
-    if let Some(f) = failed {
-        m.push(Avp::new(dict::FAILED_AVP, 0, f.to_bytes_lossy()));
-    }
 }
 
 /// The answer to an AAR or STR that failed validation or mapping: AAA/STA for 5xxx errors,

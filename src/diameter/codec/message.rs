@@ -112,6 +112,26 @@ impl Message {
         self
     }
 
+    /// Appends what every answer ends with (RFC 6733 §7.1-7.5): Origin-State-Id when we have one,
+    /// Error-Message when there is a text, Failed-AVP when an AVP is at fault.
+    pub fn push_answer_tail(
+        &mut self,
+        origin: &Origin,
+        error_message: Option<&str>,
+        failed_avp: Option<&Avp>,
+    ) -> &mut Self {
+        if let Some(s) = origin.state_id {
+            self.push(Avp::u32(dict::ORIGIN_STATE_ID, 0, s));
+        }
+        if let Some(t) = error_message {
+            self.push(Avp::utf8(dict::ERROR_MESSAGE, 0, t));
+        }
+        if let Some(f) = failed_avp {
+            self.push(Avp::new(dict::FAILED_AVP, 0, f.to_bytes_lossy()));
+        }
+        self
+    }
+
     pub fn is_request(&self) -> bool {
         self.header.flags.is_request()
     }
@@ -183,15 +203,7 @@ pub fn error_answer(
     }
     m.avps.extend(origin.avps());
     m.push(Avp::u32(dict::RESULT_CODE, 0, code.0));
-    if let Some(s) = origin.state_id {
-        m.push(Avp::u32(dict::ORIGIN_STATE_ID, 0, s));
-    }
-    if let Some(t) = error_message {
-        m.push(Avp::utf8(dict::ERROR_MESSAGE, 0, t));
-    }
-    if let Some(f) = failed_avp {
-        m.push(Avp::new(dict::FAILED_AVP, 0, f.to_bytes_lossy()));
-    }
+    m.push_answer_tail(origin, error_message, failed_avp);
     m
 }
 
