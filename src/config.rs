@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// RocksDB block cache, MiB.
     pub block_cache_mb: usize,
+    /// Decoded SIM records kept in memory for the decision path (0 disables the cache).
+    pub sim_cache_entries: usize,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +64,7 @@ impl Default for NodeConfig {
         Self {
             data_dir: PathBuf::from("./data"),
             block_cache_mb: 256,
+            sim_cache_entries: 2_000_000,
         }
     }
 }

@@ -129,6 +129,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         &cfg.node.data_dir,
         &RocksOptions {
             block_cache_mb: cfg.node.block_cache_mb,
+            sim_cache_entries: cfg.node.sim_cache_entries,
         },
     )
     .map_err(|e| format!("cannot open store at {}: {e}", cfg.node.data_dir.display()))?;

@@ -47,6 +47,7 @@ use crate::imei::Imei;
 /// Number of striped SIM locks.
 pub const STRIPES: usize = 1024;
 const SEEN_SHARDS: usize = 64;
+const CACHE_SHARDS: usize = 64;
 
 const CF_SIMS: &str = "sims";
 const CF_PROFILES: &str = "profiles";
@@ -72,12 +73,15 @@ const ALL_CFS: [&str; 8] = [
 pub struct RocksOptions {
     /// Shared block cache, MiB.
     pub block_cache_mb: usize,
+    /// Decoded SIM records kept in memory (0 = none).
+    pub sim_cache_entries: usize,
 }
 
 impl Default for RocksOptions {
     fn default() -> Self {
         Self {
             block_cache_mb: 256,
+            sim_cache_entries: 2_000_000,
         }
     }
 }
@@ -95,6 +99,12 @@ struct Inner {
     stripes: Vec<Mutex<()>>,
     /// Profiles are few and read on every decision: kept in memory, written through.
     profiles: RwLock<HashMap<String, ProfileRecord>>,
+    /// Decoded SIM records, read through and written through. Filled and changed only while
+    /// holding the SIM's stripe (so a reader can never put back a value older than a write),
+    /// read without it.
+    sim_cache: Vec<RwLock<HashMap<Imsi, SimRecord>>>,
+    /// Most entries per cache shard (0 = no cache).
+    sim_cache_per_shard: usize,
     /// Buffered last-seen per SIM, sharded by IMSI hash.
     seen: Vec<Mutex<HashMap<Imsi, (Imei, Millis)>>>,
     /// Serialises sequence assignment with the write of a request, so the log has no holes.
@@ -163,6 +173,10 @@ impl RocksStore {
             seen: (0..SEEN_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
+            sim_cache: (0..CACHE_SHARDS)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
+            sim_cache_per_shard: opts.sim_cache_entries.div_ceil(CACHE_SHARDS),
             request_log: Mutex::new(()),
             next_request: AtomicU64::new(1),
             next_outbox: AtomicU64::new(1),
@@ -289,6 +303,62 @@ impl Inner {
         &self.seen[i]
     }
 
+    fn cache_shard(&self, imsi: &Imsi) -> &RwLock<HashMap<Imsi, SimRecord>> {
+        let i = (self.hash_of(imsi) >> 24) % CACHE_SHARDS;
+        // `i < CACHE_SHARDS == self.sim_cache.len()`.
+        &self.sim_cache[i]
+    }
+
+    /// The SIM as stored: from the cache, else from RocksDB (then cached). Must be called
+    /// WITHOUT the SIM's stripe held; takes it on a miss.
+    fn cached_sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
+        if self.sim_cache_per_shard == 0 {
+            return self.read_sim(imsi);
+        }
+        if let Some(rec) = self.cache_shard(imsi).read().get(imsi) {
+            return Ok(Some(rec.clone()));
+        }
+        let _stripe = self.stripes[self.stripe_of(imsi)].lock();
+        self.cached_sim_locked(imsi)
+    }
+
+    /// As [`Self::cached_sim`], with the SIM's stripe already held by the caller.
+    fn cached_sim_locked(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
+        if self.sim_cache_per_shard == 0 {
+            return self.read_sim(imsi);
+        }
+        if let Some(rec) = self.cache_shard(imsi).read().get(imsi) {
+            return Ok(Some(rec.clone()));
+        }
+        let rec = self.read_sim(imsi)?;
+        if let Some(r) = &rec {
+            self.cache_put(r.clone());
+        }
+        Ok(rec)
+    }
+
+    /// Caches a record just written (stripe held by the caller).
+    fn cache_put(&self, rec: SimRecord) {
+        if self.sim_cache_per_shard == 0 {
+            return;
+        }
+        let mut shard = self.cache_shard(&rec.imsi).write();
+        if shard.len() >= self.sim_cache_per_shard && !shard.contains_key(&rec.imsi) {
+            // Full: drop an arbitrary entry (hash order is effectively random).
+            if let Some(victim) = shard.keys().next().copied() {
+                shard.remove(&victim);
+            }
+        }
+        shard.insert(rec.imsi, rec);
+    }
+
+    /// Forgets a deleted record (stripe held by the caller).
+    fn cache_remove(&self, imsi: &Imsi) {
+        if self.sim_cache_per_shard > 0 {
+            self.cache_shard(imsi).write().remove(imsi);
+        }
+    }
+
     fn read_sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
         let cf = self.cf(CF_SIMS)?;
         match self
@@ -305,29 +375,28 @@ impl Inner {
         let sims = self.cf(CF_SIMS)?;
         for shard in &self.seen {
             let drained: Vec<_> = shard.lock().drain().collect();
-            if drained.is_empty() {
-                continue;
-            }
-            let mut wb = WriteBatch::default();
-            // Hold each SIM's stripe while merging so a concurrent CAS cannot interleave.
+            // Each SIM is read, merged and written under its stripe, so a concurrent
+            // compare-and-swap (a new binding) can never be overwritten by an older copy.
             for (imsi, (imei, at)) in drained {
-                let _g = self.stripes[self.stripe_of(&imsi)].lock();
-                if let Some(mut sim) = self.read_sim(&imsi)? {
-                    if sim.last_seen_at.is_none_or(|t| t <= at) {
-                        sim.last_seen = Some(imei);
-                        sim.last_seen_at = Some(at);
-                        wb.put_cf(&sims, imsi.as_bytes(), encoding::encode(&sim));
-                    }
+                let _stripe = self.stripes[self.stripe_of(&imsi)].lock();
+                let Some(mut sim) = self.cached_sim_locked(&imsi)? else {
+                    continue;
+                };
+                if sim.last_seen_at.is_some_and(|t| t > at) {
+                    continue;
                 }
-                if wb.len() >= 1024 {
-                    self.db
-                        .write_opt(std::mem::take(&mut wb), &write_opts(Durability::Buffered))
-                        .map_err(backend)?;
-                }
+                sim.last_seen = Some(imei);
+                sim.last_seen_at = Some(at);
+                self.db
+                    .put_cf_opt(
+                        &sims,
+                        imsi.as_bytes(),
+                        encoding::encode(&sim),
+                        &write_opts(Durability::Buffered),
+                    )
+                    .map_err(backend)?;
+                self.cache_put(sim);
             }
-            self.db
-                .write_opt(wb, &write_opts(Durability::Buffered))
-                .map_err(backend)?;
         }
         Ok(())
     }
@@ -375,7 +444,7 @@ fn sim_key_after(after: Option<&Imsi>) -> Vec<u8> {
 impl Store for RocksStore {
     fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
         let inner = &*self.inner;
-        let Some(mut sim) = inner.read_sim(imsi)? else {
+        let Some(mut sim) = inner.cached_sim(imsi)? else {
             return Ok(None);
         };
         if let Some(&(imei, at)) = inner.seen_shard(imsi).lock().get(imsi) {
@@ -467,7 +536,7 @@ impl Store for RocksStore {
                 } => {
                     let current = match pending.get(&sim.imsi) {
                         Some(c) => c.clone(),
-                        None => inner.read_sim(&sim.imsi)?,
+                        None => inner.cached_sim_locked(&sim.imsi)?,
                     };
                     let current_rev = current.as_ref().map_or(0, |c| c.rev);
                     if current_rev != expect_rev {
@@ -495,7 +564,7 @@ impl Store for RocksStore {
                 Op::DeleteSim { imsi, expect_rev } => {
                     let current = match pending.get(&imsi) {
                         Some(c) => c.clone(),
-                        None => inner.read_sim(&imsi)?,
+                        None => inner.cached_sim_locked(&imsi)?,
                     };
                     if current.as_ref().map_or(0, |c| c.rev) != expect_rev {
                         return Err(StoreError::Conflict(imsi));
@@ -542,6 +611,13 @@ impl Store for RocksStore {
             .db
             .write_opt(wb, &write_opts(durability))
             .map_err(backend)?;
+        // Still under the stripes: the cache follows the store exactly.
+        for (imsi, rec) in pending {
+            match rec {
+                Some(r) => inner.cache_put(r),
+                None => inner.cache_remove(&imsi),
+            }
+        }
         if !profiles_changed.is_empty() {
             let mut map = inner.profiles.write();
             for p in profiles_changed {
@@ -689,5 +765,71 @@ impl Drop for RocksStore {
         if let Err(e) = self.inner.flush_seen() {
             tracing::warn!(error = %e, "writing last-seen IMEIs at close failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Batch, ImeiManagement};
+
+    fn imsi(i: u32) -> Imsi {
+        format!("00101{i:010}").parse().unwrap()
+    }
+
+    /// A cache smaller than the data set: every read still returns what was last written,
+    /// across evictions, CAS writes, last-seen flushes, deletes and a reopen.
+    #[test]
+    fn small_cache_never_serves_stale_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RocksOptions {
+            block_cache_mb: 8,
+            sim_cache_entries: 64,
+        };
+        let store = RocksStore::open(dir.path(), &opts).unwrap();
+        for i in 0..1000 {
+            let mut s = SimRecord::new(imsi(i));
+            s.value = Some(ImeiManagement::Lock);
+            let mut b = Batch::new();
+            b.put_sim(s);
+            store.write(b, Durability::Buffered).unwrap();
+        }
+        let dev = |i: u32| Imei::from_u64(35_000_000_000_000 + u64::from(i)).unwrap();
+        for i in 0..1000 {
+            let mut s = store.sim(&imsi(i)).unwrap().unwrap();
+            assert_eq!(s.rev, 1);
+            store.note_seen(&imsi(i), dev(i + 1), 5).unwrap();
+            s.bound = Some(dev(i));
+            let mut b = Batch::new();
+            b.put_sim(s.clone());
+            store.write(b, Durability::Buffered).unwrap();
+            // A second CAS from the stale copy loses.
+            let mut b = Batch::new();
+            b.put_sim(s);
+            assert!(matches!(
+                store.write(b, Durability::Buffered),
+                Err(StoreError::Conflict(_))
+            ));
+        }
+        store.inner.flush_seen().unwrap();
+        let mut b = Batch::new();
+        b.delete_sim(&store.sim(&imsi(7)).unwrap().unwrap());
+        store.write(b, Durability::Buffered).unwrap();
+        let check = |store: &RocksStore| {
+            for i in 0..1000 {
+                let got = store.sim(&imsi(i)).unwrap();
+                if i == 7 {
+                    assert!(got.is_none());
+                    continue;
+                }
+                let s = got.unwrap();
+                // Last-seen does not bump the revision (it is no compare-and-swap token).
+                assert_eq!((s.rev, s.bound), (2, Some(dev(i))), "{i}");
+                assert_eq!(s.last_seen, Some(dev(i + 1)), "{i}");
+            }
+        };
+        check(&store);
+        drop(store);
+        check(&RocksStore::open(dir.path(), &opts).unwrap());
     }
 }
