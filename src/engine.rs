@@ -360,18 +360,31 @@ impl Engine {
     }
 }
 
+/// An optional IMEI for log fields: formatted only if the line is enabled (the hot path pays
+/// nothing for a disabled debug line).
+struct LogImei(Option<Imei>);
+
+impl std::fmt::Display for LogImei {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(i) => write!(f, "{i}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// One line per decision: rejects and state changes at info, other accepts at debug.
 fn log_decision(ctx: &AuthContext, d: &Decision) {
-    let imei = ctx.imei.imei().map(|i| i.to_string()).unwrap_or_default();
-    let bound = d.bound.map(|i| i.to_string()).unwrap_or_default();
+    let imei = LogImei(ctx.imei.imei());
+    let bound = LogImei(d.bound);
     let state_change = matches!(d.reason, Reason::Bound | Reason::Paired | Reason::Mismatch);
     if !d.is_accept() || state_change {
-        tracing::info!(imsi = %ctx.imsi, imei, bound, interface = %ctx.interface,
+        tracing::info!(imsi = %ctx.imsi, imei = %imei, bound = %bound, interface = %ctx.interface,
             peer = %ctx.peer, session = %ctx.session_id, phase = ctx.phase.as_str(),
             reason = d.reason.as_str(), decision = if d.is_accept() { "accept" } else { "reject" },
             "decision");
     } else {
-        tracing::debug!(imsi = %ctx.imsi, imei, bound, interface = %ctx.interface,
+        tracing::debug!(imsi = %ctx.imsi, imei = %imei, bound = %bound, interface = %ctx.interface,
             peer = %ctx.peer, session = %ctx.session_id, phase = ctx.phase.as_str(),
             reason = d.reason.as_str(), decision = "accept", "decision");
     }
