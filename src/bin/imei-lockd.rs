@@ -410,62 +410,35 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
     fn differs<T: serde::Serialize>(a: &T, b: &T) -> bool {
         serde_json::to_value(a).ok() != serde_json::to_value(b).ok()
     }
-    let (r, n) = (running, new);
-    [
-        ("node.data_dir", differs(&r.node.data_dir, &n.node.data_dir)),
-        (
-            "node.block_cache_mb",
-            differs(&r.node.block_cache_mb, &n.node.block_cache_mb),
-        ),
-        ("log.format", differs(&r.log.format, &n.log.format)),
-        ("log.level", differs(&r.log.level, &n.log.level)),
-        (
-            "radius.auth_listen",
-            differs(&r.radius.auth_listen, &n.radius.auth_listen),
-        ),
-        (
-            "radius.acct_listen",
-            differs(&r.radius.acct_listen, &n.radius.acct_listen),
-        ),
-        (
-            "radius.dedup_window_s",
-            differs(&r.radius.dedup_window_s, &n.radius.dedup_window_s),
-        ),
-        (
-            "radius.recv_buffer_bytes",
-            differs(&r.radius.recv_buffer_bytes, &n.radius.recv_buffer_bytes),
-        ),
-        (
-            "radius.workers",
-            differs(&r.radius.workers, &n.radius.workers),
-        ),
-        (
-            "diameter.listen",
-            differs(&r.diameter.listen, &n.diameter.listen),
-        ),
-        (
-            "diameter.origin_host",
-            differs(&r.diameter.origin_host, &n.diameter.origin_host),
-        ),
-        (
-            "diameter.origin_realm",
-            differs(&r.diameter.origin_realm, &n.diameter.origin_realm),
-        ),
-        (
-            "diameter.watchdog_s",
-            differs(&r.diameter.watchdog_s, &n.diameter.watchdog_s),
-        ),
-        ("api", differs(&r.api, &n.api)),
-        (
-            "metrics.listen",
-            differs(&r.metrics.listen, &n.metrics.listen),
-        ),
-        ("billing", differs(&r.billing, &n.billing)),
-        (
-            "alerts.webhooks",
-            differs(&r.alerts.webhooks, &n.alerts.webhooks),
-        ),
-    ]
+    // The key named in the warning is derived from the field compared, so the two cannot drift.
+    macro_rules! changed {
+        ($($section:ident $(. $field:ident)?),* $(,)?) => {
+            [$((
+                concat!(stringify!($section) $(, ".", stringify!($field))?),
+                differs(&running.$section $(.$field)?, &new.$section $(.$field)?),
+            )),*]
+        };
+    }
+    changed!(
+        node.data_dir,
+        node.block_cache_mb,
+        node.sim_cache_entries,
+        log.format,
+        log.level,
+        radius.auth_listen,
+        radius.acct_listen,
+        radius.dedup_window_s,
+        radius.recv_buffer_bytes,
+        radius.workers,
+        diameter.listen,
+        diameter.origin_host,
+        diameter.origin_realm,
+        diameter.watchdog_s,
+        api,
+        metrics.listen,
+        billing,
+        alerts.webhooks,
+    )
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
     .collect()
