@@ -719,7 +719,7 @@ fn reset_clears_the_binding_so_the_next_lock_session_binds_afresh() {
     assert_reject(&session(&d, imsi, Some(IMEI_A)), "IMEI mismatch");
 }
 
-/// A tiny HTTP server counting POSTs to /alerts (answers 204).
+/// A tiny HTTP server counting POSTs to /alerts (answers 204, or 503 to the first `fail_first`).
 struct Receiver {
     port: u16,
     posts: Arc<AtomicUsize>,
@@ -728,6 +728,11 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Self {
+        Self::start_failing(0)
+    }
+
+    /// Answers the first `fail_first` POSTs with 503 Service Unavailable, later ones with 204.
+    fn start_failing(fail_first: usize) -> Self {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let posts = Arc::new(AtomicUsize::new(0));
@@ -754,13 +759,17 @@ impl Receiver {
                 }
                 let mut body = vec![0u8; len];
                 let _ = r.read_exact(&mut body);
+                let mut answer: &[u8] =
+                    b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
                 if line.starts_with("POST /alerts") {
-                    p.fetch_add(1, Ordering::SeqCst);
+                    let n = p.fetch_add(1, Ordering::SeqCst);
                     b.lock().push(String::from_utf8_lossy(&body).into_owned());
+                    if n < fail_first {
+                        answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\
+                                   Connection: close\r\n\r\n";
+                    }
                 }
-                let _ = conn.write_all(
-                    b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
+                let _ = conn.write_all(answer);
             }
         });
         Self {
@@ -815,4 +824,66 @@ fn mismatch_alert_reaches_the_webhook_once_per_window_across_a_restart() {
     // The delivery task polls every 500 ms: give it a few rounds.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(hook.count(), 1, "{:?}", hook.bodies.lock());
+}
+
+/// One value of a Prometheus text exposition (`name{labels}` with every label given), if present.
+fn metric(d: &Daemon, name: &str, label: &str) -> Option<f64> {
+    let text = common::http()
+        .get(format!("http://127.0.0.1:{}/metrics", d.ports.metrics))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn failing_webhook_is_counted_and_retried_until_delivered() {
+    // The receiver refuses the first two deliveries (503); the outbox retries with backoff
+    // (2 s, then 4 s) and the third POST is delivered. The failures are counted.
+    let hook = Receiver::start_failing(2);
+    let d = Daemon::start(&format!(
+        "[[alerts.webhooks]]\nurl = \"http://127.0.0.1:{}/alerts\"\nevents = [\"imei_mismatch\"]\n\
+         min_interval_s = 300\n",
+        hook.port
+    ));
+    let imsi = "001010000000041";
+    lock_sim(&d, imsi);
+    assert_accept(&session(&d, imsi, Some(IMEI_A)));
+    assert_reject(&session(&d, imsi, Some(IMEI_B)), "IMEI mismatch");
+
+    assert_eq!(
+        hook.wait_for(1, Duration::from_secs(10)),
+        1,
+        "first attempt"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&d, "imei_lockd_alerts_total", "result=\"failed\"") != Some(1.0) {
+        assert!(Instant::now() < deadline, "failed delivery not counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        hook.wait_for(3, Duration::from_secs(20)),
+        3,
+        "retried after each failure until delivered"
+    );
+    let bodies = hook.bodies.lock().clone();
+    assert!(
+        bodies.iter().all(|b| b == &bodies[0] && b.contains(imsi)),
+        "{bodies:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&d, "imei_lockd_alerts_total", "result=\"delivered\"") != Some(1.0) {
+        assert!(Instant::now() < deadline, "delivery not counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        metric(&d, "imei_lockd_alerts_total", "result=\"failed\""),
+        Some(2.0)
+    );
+    // Delivered: nothing more is sent.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hook.count(), 3);
 }
