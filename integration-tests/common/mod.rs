@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod diameter;
+pub mod radius;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
