@@ -202,108 +202,30 @@ fn sd_notify_ready_and_stopping() {
 
 /// An Access-Request for an unprovisioned IMSI, signed with `secret`.
 fn access_request(id: u8, secret: &str) -> Vec<u8> {
-    use imei_lockd::radius::vsa::{encode_vsa, TGPP_IMSI, VENDOR_3GPP};
-    let imsi = "001019999999999";
-    let vsa = encode_vsa(VENDOR_3GPP, &[(TGPP_IMSI, imsi.as_bytes())]).unwrap();
-    imei_lockd::radius::encode::encode_access_request(
-        imei_lockd::radius::Code::AccessRequest,
-        id,
-        &[id; 16],
-        &[
-            (imei_lockd::radius::attr::USER_NAME, imsi.as_bytes()),
-            (imei_lockd::radius::attr::VENDOR_SPECIFIC, &vsa),
-        ],
-        secret.as_bytes(),
-        true,
-    )
-    .unwrap()
+    common::radius::access_request(id, [id; 16], "001019999999999", None, secret, true)
 }
 
 /// Sends an Access-Request from `local` signed with `secret`; the answer's Code, if any.
 fn radius_code(d: &common::Daemon, local: &str, id: u8, secret: &str) -> Option<u8> {
-    let s = std::net::UdpSocket::bind(local).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_millis(700)))
-        .unwrap();
-    s.send_to(
-        &access_request(id, secret),
-        ("127.0.0.1", d.ports.radius_auth),
-    )
-    .unwrap();
-    let mut buf = [0u8; 4096];
-    s.recv_from(&mut buf).ok().map(|_| buf[0])
+    let s = common::radius::udp(local, std::time::Duration::from_millis(700));
+    common::radius::exchange(&s, d.ports.radius_auth, &access_request(id, secret)).map(|a| a[0])
 }
 
 /// A raw Diameter connection (CER/CEA, DWR/DWA only).
-struct Diameter {
-    s: std::net::TcpStream,
-    hbh: u32,
-}
+struct Diameter(common::diameter::Raw);
 
 impl Diameter {
     /// Connects and sends a CER as `origin_host`; the CEA's Result-Code.
     fn connect(d: &common::Daemon, origin_host: &str) -> (Self, Option<u32>) {
-        use imei_lockd::diameter::codec::{dict, Avp, Message};
-        let s = std::net::TcpStream::connect(("127.0.0.1", d.ports.diameter)).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let mut c = Self { s, hbh: 100 };
-        let gx = Avp::grouped(
-            dict::VENDOR_SPECIFIC_APPLICATION_ID,
-            0,
-            &[
-                Avp::u32(dict::VENDOR_ID, 0, dict::VENDOR_3GPP),
-                Avp::u32(
-                    dict::AUTH_APPLICATION_ID,
-                    0,
-                    imei_lockd::diameter::codec::APP_GX,
-                ),
-            ],
-        )
-        .unwrap();
-        let cer = Message::request(257, 0, false)
-            .with(Avp::utf8(dict::ORIGIN_HOST, 0, origin_host))
-            .with(Avp::utf8(dict::ORIGIN_REALM, 0, "localdomain"))
-            .with(Avp::address(
-                dict::HOST_IP_ADDRESS,
-                0,
-                "127.0.0.1".parse().unwrap(),
-            ))
-            .with(Avp::u32(dict::VENDOR_ID, 0, 0))
-            .with(Avp::utf8(dict::PRODUCT_NAME, 0, "reload-it"))
-            .with(gx);
-        let rc = c.call(cer);
-        (c, rc)
+        let (c, cea) = common::diameter::Raw::connect_cea(d, origin_host, "reload-it");
+        let rc = cea.and_then(|a| a.result_code()).map(|c| c.0);
+        (Self(c), rc)
     }
 
     /// A DWR on this connection; the DWA's Result-Code.
     fn watchdog(&mut self, origin_host: &str) -> Option<u32> {
-        use imei_lockd::diameter::codec::{dict, Avp, Message};
-        let dwr = Message::request(280, 0, false)
-            .with(Avp::utf8(dict::ORIGIN_HOST, 0, origin_host))
-            .with(Avp::utf8(dict::ORIGIN_REALM, 0, "localdomain"));
-        self.call(dwr)
-    }
-
-    fn call(&mut self, mut m: imei_lockd::diameter::codec::Message) -> Option<u32> {
-        use std::io::{Read, Write};
-        self.hbh += 1;
-        m.header.hop_by_hop = self.hbh;
-        m.header.end_to_end = self.hbh;
-        self.s.write_all(&m.encode().unwrap()).unwrap();
-        loop {
-            let mut head = [0u8; 20];
-            self.s.read_exact(&mut head).ok()?;
-            let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
-            let mut frame = head.to_vec();
-            frame.resize(len, 0);
-            self.s.read_exact(&mut frame[20..]).ok()?;
-            let a = imei_lockd::diameter::codec::Decoder::default()
-                .decode(&frame)
-                .unwrap();
-            if !a.is_request() && a.header.hop_by_hop == self.hbh {
-                return a.result_code().map(|c| c.0);
-            }
-        }
+        let a = self.0.try_call(common::diameter::dwr(origin_host))?;
+        a.result_code().map(|c| c.0)
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::diameter::Raw;
 use common::Daemon;
-use imei_lockd::diameter::codec::dict::{self, VENDOR_3GPP};
-use imei_lockd::diameter::codec::{
-    Avp, CommandFlags, Decoder, Message, ResultCode, APP_GX, APP_S6B,
-};
+use imei_lockd::diameter::codec::dict;
+use imei_lockd::diameter::codec::{Avp, CommandFlags, Message, ResultCode, APP_GX};
 
 /// Device A, B (IMEISV: TAC + SNR + SVN); the lock keeps TAC + SNR (14 digits).
 const IMEI_A: &str = "3520990017614823";
@@ -351,144 +350,8 @@ fn s6b_aar_with_and_without_terminal_information_and_str() {
 // ---------------------------------------------------------------------------------------------
 // Raw TCP: malformed messages, duplicates, overload
 
-struct Raw {
-    s: TcpStream,
-    hbh: u32,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(d: &Daemon, origin_host: &str) -> Self {
-        let s = TcpStream::connect(("127.0.0.1", d.ports.diameter)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_nodelay(true).unwrap();
-        // Identifiers unique across the connections of a test (duplicate detection is
-        // daemon-wide).
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-        let base = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 1_000_000;
-        let mut r = Self {
-            s,
-            hbh: base,
-            buf: Vec::new(),
-        };
-        let vsai = |app| {
-            Avp::grouped(
-                dict::VENDOR_SPECIFIC_APPLICATION_ID,
-                0,
-                &[
-                    Avp::u32(dict::VENDOR_ID, 0, VENDOR_3GPP),
-                    Avp::u32(dict::AUTH_APPLICATION_ID, 0, app),
-                ],
-            )
-            .unwrap()
-        };
-        let cer = Message::request(257, 0, false)
-            .with(Avp::utf8(dict::ORIGIN_HOST, 0, origin_host))
-            .with(Avp::utf8(dict::ORIGIN_REALM, 0, "localdomain"))
-            .with(Avp::address(
-                dict::HOST_IP_ADDRESS,
-                0,
-                "127.0.0.1".parse().unwrap(),
-            ))
-            .with(Avp::u32(dict::VENDOR_ID, 0, 0))
-            .with(Avp::utf8(dict::PRODUCT_NAME, 0, "raw-it"))
-            .with(vsai(APP_GX))
-            .with(vsai(APP_S6B));
-        let a = r.call(cer);
-        assert_eq!(a.result_code(), Some(ResultCode::SUCCESS));
-        r
-    }
-
-    fn send_bytes(&mut self, b: &[u8]) {
-        self.s.write_all(b).unwrap();
-    }
-
-    /// Stamps identifiers (End-to-End = Hop-by-Hop) and encodes.
-    fn stamp(&mut self, mut m: Message) -> (u32, Vec<u8>) {
-        self.hbh += 1;
-        m.header.hop_by_hop = self.hbh;
-        m.header.end_to_end = self.hbh;
-        (self.hbh, m.encode().unwrap())
-    }
-
-    fn call(&mut self, m: Message) -> Message {
-        let (hbh, b) = self.stamp(m);
-        self.send_bytes(&b);
-        self.answer_to(hbh)
-    }
-
-    fn call_bytes(&mut self, b: &[u8]) -> Message {
-        let hbh = u32::from_be_bytes(b[12..16].try_into().unwrap());
-        self.send_bytes(b);
-        self.answer_to(hbh)
-    }
-
-    /// The next message, answering the daemon's DWRs on the way.
-    fn read(&mut self) -> Message {
-        loop {
-            if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([0, self.buf[1], self.buf[2], self.buf[3]]) as usize;
-                if self.buf.len() >= len {
-                    let frame: Vec<u8> = self.buf.drain(..len).collect();
-                    return Decoder::default().decode(&frame).unwrap();
-                }
-            }
-            let mut chunk = [0u8; 65536];
-            let n = self.s.read(&mut chunk).expect("read (timeout?)");
-            assert!(n > 0, "the daemon closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    fn answer_to(&mut self, hbh: u32) -> Message {
-        loop {
-            let m = self.read();
-            if m.is_request() {
-                continue;
-            }
-            if m.header.hop_by_hop == hbh {
-                return m;
-            }
-        }
-    }
-}
-
 fn ccr(imsi: &str, imei: Option<&str>) -> Message {
-    let mut m = Message::request(272, APP_GX, true)
-        .with(Avp::utf8(dict::SESSION_ID, 0, &format!("raw;{imsi};1")))
-        .with(Avp::u32(dict::AUTH_APPLICATION_ID, 0, APP_GX))
-        .with(Avp::utf8(dict::ORIGIN_HOST, 0, PCEF))
-        .with(Avp::utf8(dict::ORIGIN_REALM, 0, "localdomain"))
-        .with(Avp::utf8(dict::DESTINATION_REALM, 0, "localdomain"))
-        .with(Avp::u32(dict::CC_REQUEST_TYPE, 0, 1))
-        .with(Avp::u32(dict::CC_REQUEST_NUMBER, 0, 0))
-        .with(
-            Avp::grouped(
-                dict::SUBSCRIPTION_ID,
-                0,
-                &[
-                    Avp::u32(dict::SUBSCRIPTION_ID_TYPE, 0, 1),
-                    Avp::utf8(dict::SUBSCRIPTION_ID_DATA, 0, imsi),
-                ],
-            )
-            .unwrap(),
-        );
-    if let Some(i) = imei {
-        m.push(
-            Avp::grouped(
-                dict::USER_EQUIPMENT_INFO,
-                0,
-                &[
-                    Avp::u32(dict::USER_EQUIPMENT_INFO_TYPE, 0, 0),
-                    Avp::new(dict::USER_EQUIPMENT_INFO_VALUE, 0, i.as_bytes()),
-                ],
-            )
-            .unwrap(),
-        );
-    }
-    // Last, so tests can find it at the end of the encoded message.
-    m.push(Avp::utf8(dict::CALLED_STATION_ID, 0, "iot.apn"));
-    m
+    common::diameter::ccr(&format!("raw;{imsi};1"), PCEF, 1, imsi, imei)
 }
 
 fn failed_avp_code(a: &Message) -> Option<u32> {

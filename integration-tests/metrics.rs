@@ -4,21 +4,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use common::diameter::Raw;
+use common::radius::{authenticator, exchange, udp, SECRET};
 use common::Daemon;
-use imei_lockd::diameter::codec::dict::{self, VENDOR_3GPP};
-use imei_lockd::diameter::codec::{Avp, Decoder, Message, ResultCode, APP_GX};
-use imei_lockd::radius::attr;
-use imei_lockd::radius::encode::encode_access_request;
-use imei_lockd::radius::vsa::{encode_vsa, TGPP_IMEISV, TGPP_IMSI, VENDOR_3GPP as RADIUS_3GPP};
-use imei_lockd::radius::Code;
+use imei_lockd::diameter::codec::{Message, ResultCode};
 
-const SECRET: &str = "testing123";
 const IMSI: &str = "001010000000901";
 /// Device A, B (IMEISV: TAC + SNR + SVN).
 const IMEI_A: &str = "3520990017614823";
@@ -54,154 +48,17 @@ fn value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// RADIUS over raw UDP
+// Requests (raw UDP and TCP clients: common::radius, common::diameter)
 
 /// Access-Request octets with 3GPP-IMSI, User-Name and 3GPP-IMEISV; with a Message-Authenticator
 /// when `with_ma`.
 fn access_request(id: u8, imei: &str, with_ma: bool) -> Vec<u8> {
-    let mut auth = [0u8; 16];
-    for (i, b) in auth.iter_mut().enumerate() {
-        *b = id.wrapping_mul(31).wrapping_add(i as u8);
-    }
-    let imsi_vsa = encode_vsa(RADIUS_3GPP, &[(TGPP_IMSI, IMSI.as_bytes())]).unwrap();
-    let imei_vsa = encode_vsa(RADIUS_3GPP, &[(TGPP_IMEISV, imei.as_bytes())]).unwrap();
-    let attrs: [(u8, &[u8]); 3] = [
-        (attr::USER_NAME, IMSI.as_bytes()),
-        (attr::VENDOR_SPECIFIC, &imsi_vsa),
-        (attr::VENDOR_SPECIFIC, &imei_vsa),
-    ];
-    encode_access_request(
-        Code::AccessRequest,
-        id,
-        &auth,
-        &attrs,
-        SECRET.as_bytes(),
-        with_ma,
-    )
-    .unwrap()
-}
-
-fn udp(local: &str, timeout: Duration) -> UdpSocket {
-    let s = UdpSocket::bind(local).unwrap();
-    s.set_read_timeout(Some(timeout)).unwrap();
-    s
-}
-
-/// Sends `pkt` and returns the answer, or None after the socket's timeout.
-fn exchange(s: &UdpSocket, port: u16, pkt: &[u8]) -> Option<Vec<u8>> {
-    s.send_to(pkt, ("127.0.0.1", port)).unwrap();
-    let mut buf = [0u8; 4096];
-    s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Diameter over raw TCP
-
-struct Raw {
-    s: TcpStream,
-    hbh: u32,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    /// Connects and completes the CER/CEA exchange as `PCEF`.
-    fn connect(d: &Daemon) -> Self {
-        let s = TcpStream::connect(("127.0.0.1", d.ports.diameter)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_nodelay(true).unwrap();
-        let mut r = Self {
-            s,
-            hbh: 7_000_000,
-            buf: Vec::new(),
-        };
-        let vsai = Avp::grouped(
-            dict::VENDOR_SPECIFIC_APPLICATION_ID,
-            0,
-            &[
-                Avp::u32(dict::VENDOR_ID, 0, VENDOR_3GPP),
-                Avp::u32(dict::AUTH_APPLICATION_ID, 0, APP_GX),
-            ],
-        )
-        .unwrap();
-        let cer = Message::request(257, 0, false)
-            .with(Avp::utf8(dict::ORIGIN_HOST, 0, PCEF))
-            .with(Avp::utf8(dict::ORIGIN_REALM, 0, "localdomain"))
-            .with(Avp::address(
-                dict::HOST_IP_ADDRESS,
-                0,
-                "127.0.0.1".parse().unwrap(),
-            ))
-            .with(Avp::u32(dict::VENDOR_ID, 0, 0))
-            .with(Avp::utf8(dict::PRODUCT_NAME, 0, "metrics-it"))
-            .with(vsai);
-        let a = r.call(cer);
-        assert_eq!(a.result_code(), Some(ResultCode::SUCCESS), "CEA");
-        r
-    }
-
-    fn call(&mut self, mut m: Message) -> Message {
-        self.hbh += 1;
-        m.header.hop_by_hop = self.hbh;
-        m.header.end_to_end = self.hbh;
-        self.s.write_all(&m.encode().unwrap()).unwrap();
-        loop {
-            let a = self.read();
-            if !a.is_request() && a.header.hop_by_hop == self.hbh {
-                return a;
-            }
-        }
-    }
-
-    fn read(&mut self) -> Message {
-        loop {
-            if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([0, self.buf[1], self.buf[2], self.buf[3]]) as usize;
-                if self.buf.len() >= len {
-                    let frame: Vec<u8> = self.buf.drain(..len).collect();
-                    return Decoder::default().decode(&frame).unwrap();
-                }
-            }
-            let mut chunk = [0u8; 65536];
-            let n = self.s.read(&mut chunk).expect("read (timeout?)");
-            assert!(n > 0, "the daemon closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
+    common::radius::access_request(id, authenticator(id), IMSI, Some(imei), SECRET, with_ma)
 }
 
 /// A Gx CCR-Initial for `IMSI` presenting `imei`.
 fn ccr_initial(imei: &str) -> Message {
-    Message::request(272, APP_GX, true)
-        .with(Avp::utf8(dict::SESSION_ID, 0, &format!("metrics;{IMSI};1")))
-        .with(Avp::u32(dict::AUTH_APPLICATION_ID, 0, APP_GX))
-        .with(Avp::utf8(dict::ORIGIN_HOST, 0, PCEF))
-        .with(Avp::utf8(dict::ORIGIN_REALM, 0, "localdomain"))
-        .with(Avp::utf8(dict::DESTINATION_REALM, 0, "localdomain"))
-        .with(Avp::u32(dict::CC_REQUEST_TYPE, 0, 1))
-        .with(Avp::u32(dict::CC_REQUEST_NUMBER, 0, 0))
-        .with(
-            Avp::grouped(
-                dict::SUBSCRIPTION_ID,
-                0,
-                &[
-                    Avp::u32(dict::SUBSCRIPTION_ID_TYPE, 0, 1),
-                    Avp::utf8(dict::SUBSCRIPTION_ID_DATA, 0, IMSI),
-                ],
-            )
-            .unwrap(),
-        )
-        .with(
-            Avp::grouped(
-                dict::USER_EQUIPMENT_INFO,
-                0,
-                &[
-                    Avp::u32(dict::USER_EQUIPMENT_INFO_TYPE, 0, 0),
-                    Avp::new(dict::USER_EQUIPMENT_INFO_VALUE, 0, imei.as_bytes()),
-                ],
-            )
-            .unwrap(),
-        )
-        .with(Avp::utf8(dict::CALLED_STATION_ID, 0, "iot.apn"))
+    common::diameter::ccr(&format!("metrics;{IMSI};1"), PCEF, 1, IMSI, Some(imei))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,7 +86,7 @@ fn scrape_shows_decisions_drops_peers_provisioning_and_store_sizes() {
 
     // Diameter: CER, then an accepted Gx CCR-I (the bound device). The connection stays open
     // for the peers gauge.
-    let mut gx = Raw::connect(&d);
+    let mut gx = Raw::connect(&d, PCEF);
     let cca = gx.call(ccr_initial(IMEI_A));
     assert_eq!(cca.result_code(), Some(ResultCode::SUCCESS), "CCA");
 

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, UdpSocket};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -13,13 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use common::radius::{access_request, authenticator, exchange, udp, SECRET};
 use common::Daemon;
 use imei_lockd::radius::attr;
-use imei_lockd::radius::encode::{encode_access_request, encode_accounting_request};
-use imei_lockd::radius::vsa::{encode_vsa, TGPP_IMEISV, TGPP_IMSI, VENDOR_3GPP};
-use imei_lockd::radius::Code;
-
-const SECRET: &str = "testing123";
+use imei_lockd::radius::encode::encode_accounting_request;
 /// Device A, B, C (IMEISV: TAC + SNR + SVN); the lock keeps TAC + SNR (14 digits).
 const IMEI_A: &str = "3520990017614823";
 const IMEI_A_NEW_SVN: &str = "3520990017614899";
@@ -184,7 +181,8 @@ fn counter(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-/// Raw Access-Request octets: 3GPP-IMSI, User-Name, optional 3GPP-IMEISV.
+/// Raw Access-Request octets: 3GPP-IMSI, User-Name, optional 3GPP-IMEISV; with a
+/// Message-Authenticator computed with `ma_secret` when given.
 fn raw_access(
     id: u8,
     auth: [u8; 16],
@@ -192,52 +190,14 @@ fn raw_access(
     imei: Option<&str>,
     ma_secret: Option<&str>,
 ) -> Vec<u8> {
-    let imsi_vsa = encode_vsa(VENDOR_3GPP, &[(TGPP_IMSI, imsi.as_bytes())]).unwrap();
-    let mut attrs: Vec<(u8, Vec<u8>)> = vec![
-        (attr::USER_NAME, imsi.as_bytes().to_vec()),
-        (attr::VENDOR_SPECIFIC, imsi_vsa),
-    ];
-    if let Some(i) = imei {
-        attrs.push((
-            attr::VENDOR_SPECIFIC,
-            encode_vsa(VENDOR_3GPP, &[(TGPP_IMEISV, i.as_bytes())]).unwrap(),
-        ));
-    }
-    let refs: Vec<(u8, &[u8])> = attrs.iter().map(|(t, v)| (*t, v.as_slice())).collect();
-    encode_access_request(
-        Code::AccessRequest,
+    access_request(
         id,
-        &auth,
-        &refs,
-        ma_secret.unwrap_or(SECRET).as_bytes(),
+        auth,
+        imsi,
+        imei,
+        ma_secret.unwrap_or(SECRET),
         ma_secret.is_some(),
     )
-    .unwrap()
-}
-
-/// A UDP socket on `local` with a receive timeout.
-fn udp(local: &str, timeout: Duration) -> UdpSocket {
-    let s = UdpSocket::bind(local).unwrap();
-    s.set_read_timeout(Some(timeout)).unwrap();
-    s
-}
-
-/// Sends `pkt` and returns the answer, or None after the socket's timeout.
-fn exchange(s: &UdpSocket, port: u16, pkt: &[u8]) -> Option<Vec<u8>> {
-    s.send_to(pkt, ("127.0.0.1", port)).unwrap();
-    let mut buf = [0u8; 4096];
-    match s.recv_from(&mut buf) {
-        Ok((n, _)) => Some(buf[..n].to_vec()),
-        Err(_) => None,
-    }
-}
-
-fn authenticator(seed: u8) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    for (i, b) in a.iter_mut().enumerate() {
-        *b = seed.wrapping_mul(31).wrapping_add(i as u8);
-    }
-    a
 }
 
 // ---------------------------------------------------------------------------------------------

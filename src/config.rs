@@ -160,6 +160,10 @@ pub struct DiameterConfig {
     pub origin_realm: String,
     /// Tw, the watchdog interval (RFC 3539), seconds.
     pub watchdog_s: u64,
+    /// How long a new connection may stay without sending its CER, seconds.
+    pub cer_timeout_s: u64,
+    /// How long a message may take to arrive once its first byte has, seconds.
+    pub message_timeout_s: u64,
     pub gx: DiameterAppConfig,
     pub s6b: DiameterAppConfig,
     pub peers: Vec<DiameterPeerConfig>,
@@ -172,6 +176,8 @@ impl Default for DiameterConfig {
             origin_host: "aaa.localdomain".into(),
             origin_realm: "localdomain".into(),
             watchdog_s: 30,
+            cer_timeout_s: 10,
+            message_timeout_s: 10,
             gx: DiameterAppConfig {
                 missing_imei: MissingImeiPolicy::Reject,
             },
@@ -204,6 +210,10 @@ pub struct ApiConfig {
     pub listen: String,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// How long a client may take to send a request's headers, seconds.
+    pub header_timeout_s: u64,
+    /// How long a request body may stay without sending data, seconds.
+    pub body_timeout_s: u64,
 }
 
 impl Default for ApiConfig {
@@ -212,6 +222,8 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8080".into(),
             token: None,
             token_file: None,
+            header_timeout_s: 10,
+            body_timeout_s: 30,
         }
     }
 }
@@ -386,6 +398,19 @@ impl Config {
                 "diameter.watchdog_s",
                 "must be at least 6 seconds (RFC 3539 §3.4.1)",
             ));
+        }
+        for (key, v) in [
+            ("diameter.cer_timeout_s", self.diameter.cer_timeout_s),
+            (
+                "diameter.message_timeout_s",
+                self.diameter.message_timeout_s,
+            ),
+            ("api.header_timeout_s", self.api.header_timeout_s),
+            ("api.body_timeout_s", self.api.body_timeout_s),
+        ] {
+            if !(1..=300).contains(&v) {
+                return Err(invalid(key, "must be 1 to 300 seconds"));
+            }
         }
         for (i, p) in self.diameter.peers.iter().enumerate() {
             if p.origin_host.is_empty() {

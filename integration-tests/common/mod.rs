@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod diameter;
+pub mod radius;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -305,4 +308,50 @@ impl Api {
         assert_eq!(s, 200, "{v}");
         v
     }
+}
+
+/// The daemon's Prometheus text (empty when it cannot be scraped).
+pub fn metrics_text(d: &Daemon) -> String {
+    http()
+        .get(format!("http://127.0.0.1:{}/metrics", d.ports.metrics))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default()
+}
+
+/// Sum of the series `name` whose labels contain all of `labels` (e.g. `reason="x"`); 0 when
+/// none matches.
+pub fn counter(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits up to `within` until `cond` holds for the daemon's metrics; returns the last text.
+pub fn wait_metrics(d: &Daemon, within: Duration, cond: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let m = metrics_text(d);
+        if cond(&m) || Instant::now() >= deadline {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Resident set size of a process, KiB (VmRSS of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

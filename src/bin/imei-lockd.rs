@@ -141,7 +141,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
     let engine = Arc::new(Engine::new(
         store.clone(),
         cfg.engine_policy(),
-        clock.clone(),
+        engine_clock(clock.clone()),
     ));
     let provisioner = Arc::new(
         Provisioner::new(
@@ -211,7 +211,15 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             token,
         });
         tasks.spawn(serve_until(
-            api::serve(api_listener, state, stopped(stop_rx.clone())),
+            api::serve(
+                api_listener,
+                state,
+                api::ServeLimits {
+                    header_timeout: Duration::from_secs(cfg.api.header_timeout_s),
+                    body_timeout: Duration::from_secs(cfg.api.body_timeout_s),
+                },
+                stopped(stop_rx.clone()),
+            ),
             "api",
         ));
         let metrics_upkeep = metrics.clone();
@@ -266,6 +274,33 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
     store.flush().map_err(|e| format!("flushing store: {e}"))?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Test-only: `IMEI_LOCKD_TEST_ENGINE_DELAY_MS` makes every engine decision wait that long (it
+/// stands for a store that has fallen behind, for the overload tests); else `clock` itself.
+fn engine_clock(clock: Arc<dyn Clock>) -> Arc<dyn Clock> {
+    /// The engine reads the clock once per decision attempt: each read sleeps first.
+    struct Delayed(Arc<dyn Clock>, Duration);
+    impl Clock for Delayed {
+        fn now_ms(&self) -> imei_lockd::store::Millis {
+            std::thread::sleep(self.1);
+            self.0.now_ms()
+        }
+    }
+    let delay = std::env::var("IMEI_LOCKD_TEST_ENGINE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0);
+    match delay {
+        Some(ms) => {
+            tracing::warn!(
+                delay_ms = ms,
+                "IMEI_LOCKD_TEST_ENGINE_DELAY_MS set: engine slowed"
+            );
+            Arc::new(Delayed(clock, Duration::from_millis(ms)))
+        }
+        None => clock,
+    }
 }
 
 /// Test-only: shifts the daemon's clock (billing month boundaries in integration tests).
@@ -434,6 +469,8 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         diameter.origin_host,
         diameter.origin_realm,
         diameter.watchdog_s,
+        diameter.cer_timeout_s,
+        diameter.message_timeout_s,
         api,
         metrics.listen,
         billing,

@@ -8,7 +8,12 @@
 //! - `app`: Gx/S6b requests to answers through the engine (run on the blocking pool).
 //!
 //! # Limits
-//! - At most [`MAX_CONNECTIONS`] connections (a permit is taken before `accept`).
+//! - At most [`MAX_CONNECTIONS`] connections: one beyond is accepted and closed at once, counted
+//!   as `imei_lockd_diameter_errors_total{reason="connection_limit"}` and logged (at most once
+//!   per 10 s), rather than left waiting unseen in the kernel's listen backlog.
+//! - A connection that sends no CER within `diameter.cer_timeout_s`, or leaves a message
+//!   incomplete for `diameter.message_timeout_s`, is closed (reasons `cer_timeout`,
+//!   `message_timeout`).
 //! - At most [`MAX_IN_FLIGHT`] application requests in flight per connection; beyond that a
 //!   request is answered 3004 DIAMETER_TOO_BUSY at once.
 //! - At most [`MAX_ENGINE_CALLS`] engine calls at a time on the blocking pool, daemon-wide;
@@ -54,6 +59,8 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const MAX_IN_FLIGHT: usize = 256;
 /// Engine calls running at once on the blocking pool.
 pub const MAX_ENGINE_CALLS: usize = 64;
+/// At most one log line per interval for connections refused at [`MAX_CONNECTIONS`].
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long we wait for DPA after our DPR.
 pub const DPA_TIMEOUT: Duration = Duration::from_secs(2);
 /// Duplicate-detection window (RFC 6733 §3: End-to-End ids are unique for 4 minutes).
@@ -80,6 +87,9 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// Per-process randomness for identifier seeds.
     random: RandomState,
+    /// How long an incomplete message may wait for its remaining bytes
+    /// (`diameter.message_timeout_s`).
+    message_timeout: Duration,
 }
 
 impl Shared {
@@ -163,6 +173,7 @@ impl DiameterService {
         let peers = peers_from_config(cfg)?;
         let mut template = PeerConfig::new(&d.origin_host, &d.origin_realm);
         template.watchdog = Duration::from_secs(d.watchdog_s);
+        template.cer_timeout = Duration::from_secs(d.cer_timeout_s);
         template.dpa_timeout = DPA_TIMEOUT;
         let boot = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -179,6 +190,7 @@ impl DiameterService {
                 open: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 random: RandomState::new(),
+                message_timeout: Duration::from_secs(d.message_timeout_s),
             }),
         })
     }
@@ -230,20 +242,34 @@ async fn accept_loop(
     conn_slots: Arc<Semaphore>,
     alive: mpsc::Sender<()>,
 ) {
+    // Refusals at the connection cap are logged at most once per REFUSAL_LOG_INTERVAL.
+    let mut last_refusal_log: Option<std::time::Instant> = None;
+    let mut refused_since_log = 0u64;
     loop {
-        let permit = tokio::select! {
-            p = conn_slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            () = stopped(&mut stop) => return,
-        };
         let accepted = tokio::select! {
             r = b.listener.accept() => r,
             () = stopped(&mut stop) => return,
         };
         match accepted {
             Ok((stream, remote)) => {
+                // Accept, then check the cap: a connection beyond it is closed at once (and
+                // counted) rather than left in the kernel's backlog.
+                let Ok(permit) = conn_slots.clone().try_acquire_owned() else {
+                    drop(stream);
+                    metrics::counter!("imei_lockd_diameter_errors_total",
+                        "reason" => "connection_limit")
+                    .increment(1);
+                    refused_since_log += 1;
+                    let now = std::time::Instant::now();
+                    if last_refusal_log.is_none_or(|t| now - t >= REFUSAL_LOG_INTERVAL) {
+                        tracing::warn!(transport = %b.transport, %remote,
+                            limit = MAX_CONNECTIONS, refused = refused_since_log,
+                            "diameter connection refused: connection limit reached");
+                        last_refusal_log = Some(now);
+                        refused_since_log = 0;
+                    }
+                    continue;
+                };
                 let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
                 let ctx = conn::ConnCtx {
                     id,

@@ -140,6 +140,9 @@ pub(super) async fn serve(stream: TcpStream, ctx: ConnCtx, mut stop: watch::Rece
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut stopping = false;
     let replaced = c.replaced.clone();
+    // Since when the bytes in `buf` (an incomplete message) have waited for the rest of it.
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    let message_timeout = c.ctx.shared.message_timeout;
     let reason = loop {
         if let Some(reason) = c.drain().await {
             break reason;
@@ -149,9 +152,19 @@ pub(super) async fn serve(stream: TcpStream, ctx: ConnCtx, mut stop: watch::Rece
             || tokio::time::Instant::now() + Duration::from_secs(3600),
             tokio::time::Instant::from_std,
         );
+        let partial_deadline = partial_since.map(|t| t + message_timeout);
         tokio::select! {
             r = read_more(&mut rd, &mut buf) => match r {
-                Ok(true) => c.handle_bytes(&mut buf).await,
+                Ok(true) => {
+                    let progressed = c.handle_bytes(&mut buf).await;
+                    // A message must arrive in full within `message_timeout` (counted from
+                    // the end of the previous one when they come back to back).
+                    partial_since = match partial_since {
+                        _ if buf.is_empty() => None,
+                        Some(t) if !progressed => Some(t),
+                        _ => Some(tokio::time::Instant::now()),
+                    };
+                }
                 Ok(false) => c.peer.handle_transport_closed(Instant::now()),
                 Err(e) => {
                     tracing::debug!(remote = %c.ctx.remote, error = %e, "diameter read failed");
@@ -161,6 +174,14 @@ pub(super) async fn serve(stream: TcpStream, ctx: ConnCtx, mut stop: watch::Rece
             Some(d) = done_rx.recv() => c.send_done(d).await,
             () = tokio::time::sleep_until(sleep_to), if deadline.is_some() => {
                 c.peer.handle_timeout(Instant::now());
+            }
+            () = sleep_until_some(partial_deadline), if partial_deadline.is_some() => {
+                error("message_timeout");
+                tracing::info!(remote = %c.ctx.remote, origin_host = ?c.host,
+                    buffered = buf.len(), timeout_s = message_timeout.as_secs(),
+                    "diameter message incomplete within diameter.message_timeout_s: closing");
+                partial_since = None;
+                c.peer.handle_transport_closed(Instant::now());
             }
             () = super::stopped(&mut stop), if !stopping => {
                 stopping = true;
@@ -174,6 +195,20 @@ pub(super) async fn serve(stream: TcpStream, ctx: ConnCtx, mut stop: watch::Rece
         }
     };
     c.finish(&reason);
+    // Answers still being computed (e.g. to a valid request followed by bytes that cannot be
+    // framed) go out before the close while the transport is up, within FLUSH_TIMEOUT.
+    if !matches!(reason, CloseReason::TransportClosed) {
+        let flush = async {
+            let _ = c.in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+            while let Ok(d) = done_rx.try_recv() {
+                answered(d.app, d.code);
+                if c.out.send(d.bytes).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, flush).await;
+    }
     // The writer ends once it has written what was queued.
     drop(c);
     let mut writer = writer;
@@ -182,6 +217,14 @@ pub(super) async fn serve(stream: TcpStream, ctx: ConnCtx, mut stop: watch::Rece
         .is_err()
     {
         writer.abort();
+    }
+}
+
+/// Sleeps until `at`; never resolves for `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -214,8 +257,9 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
 }
 
 impl Conn {
-    /// Feeds every complete frame in `buf` to the machine, draining after each.
-    async fn handle_bytes(&mut self, buf: &mut Vec<u8>) {
+    /// Feeds every complete frame in `buf` to the machine, draining after each; true when at
+    /// least one frame was complete.
+    async fn handle_bytes(&mut self, buf: &mut Vec<u8>) -> bool {
         let mut start = 0;
         loop {
             if self.peer.state() == State::Closed {
@@ -244,6 +288,7 @@ impl Conn {
             }
         }
         buf.drain(..start.min(buf.len()));
+        start > 0
     }
 
     /// Drains the machine; `Some(reason)` once it closed (after writing what it queued).
