@@ -5,8 +5,9 @@ set -euo pipefail
 
 # Build: bindgen (librocksdb-sys) needs libclang; RocksDB itself is compiled from C++ by cargo.
 APT_BUILD=(libclang-dev g++ make)
-# Tests: real third-party peers; systemd for `systemd-analyze verify` of the unit.
-APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd)
+# Tests: real third-party peers; systemd for `systemd-analyze verify` of the unit; freeradius
+# (the server) for scripts/bench-radius.sh (its smoke run is a test).
+APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd freeradius)
 PIP_TEST=(python-diameter==0.9.0)
 
 want=("${APT_BUILD[@]}")
@@ -23,7 +24,22 @@ if ((${#missing[@]})); then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO=sudo
   $SUDO apt-get update -qq
+  # Packages with a service (freeradius, freediameterd) must not start it or hold its ports
+  # (1812/1813, 3868): the tests and benchmarks start their own instances. Without a
+  # policy-rc.d already in place (containers have one), add one for the install.
+  policy=/usr/sbin/policy-rc.d
+  added_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee $policy >/dev/null
+    $SUDO chmod 755 $policy
+    added_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if ((added_policy)); then $SUDO rm -f $policy; fi
+  # And not at the next boot either (systemd hosts).
+  if [[ " ${missing[*]} " == *" freeradius "* && -d /run/systemd/system ]]; then
+    $SUDO systemctl disable --now freeradius >/dev/null 2>&1 || true
+  fi
 fi
 
 if [[ "${1:-}" == "--test" ]] && ((${#PIP_TEST[@]})); then

@@ -6,10 +6,12 @@
 //! within `net.core.rmem_max`) and `radius.workers` receive tasks sharing it. A receive task
 //! does only the cheap, bounded work of the calling contract in [`crate::radius`]: client lookup,
 //! [`Request::decode`] (framing and HMAC-MD5), the duplicate cache, and the answers that need no
-//! engine (Status-Server, "No IMSI", Accounting-On/Off). A request that needs the engine is handed
-//! to tokio's blocking pool ([`tokio::task::spawn_blocking`]): [`Engine::decide`] is synchronous
-//! and waits for an fsync when it binds an IMEI, and must not stall the reactor or the receive
-//! loop. Work in flight is bounded per port ([`MAX_IN_FLIGHT`] permits). When all are taken, the
+//! engine (Status-Server, "No IMSI", Accounting-On/Off). A decision that writes no binding (a
+//! match, a mismatch, an unknown SIM, an update: nearly all of them once SIMs are bound) runs on
+//! the receive task itself, see [`binds_nothing`]: a cached read, about a microsecond. A request
+//! that may bind is handed to tokio's blocking pool ([`tokio::task::spawn_blocking`]):
+//! [`Engine::decide`] is synchronous and waits for an fsync when it binds an IMEI, and must not
+//! stall the reactor or the receive loop. Work in flight is bounded per port ([`MAX_IN_FLIGHT`] permits). When all are taken, the
 //! receive task waits up to [`OVERLOAD_WAIT`] for one (a short burst then queues in the socket's
 //! receive buffer, which is what the buffer is for); if none frees up, the task *sheds*: it drops
 //! every request that finds no free permit at once, counted as `overload` (the client
@@ -68,8 +70,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::{parse_addr, Config};
-use crate::context::AuthContext;
-use crate::engine::Engine;
+use crate::context::{AuthContext, Decision, Phase};
+use crate::engine::{judge, Engine, MissingImeiPolicy};
 use crate::radius::clients::{Client, Clients};
 use crate::radius::codec::{Code, MAX_PACKET_LEN};
 use crate::radius::dedup::{Begin, DedupKey, ResponseCache};
@@ -544,8 +546,9 @@ impl PortShell {
         }
     }
 
-    /// Hands a request to the engine on the blocking pool once a permit is free (see the module
-    /// docs for the wait and shedding).
+    /// Decides a request: here when the decision writes nothing synced (see [`binds_nothing`]),
+    /// else on the blocking pool once a permit is free (see the module docs for the wait and
+    /// shedding).
     async fn evaluate(
         self: &Arc<Self>,
         key: DedupKey,
@@ -555,6 +558,15 @@ impl PortShell {
         client: &Arc<Client>,
         shedding: &mut bool,
     ) {
+        if binds_nothing(&self.engine, &ctx) {
+            let outcome = self
+                .engine
+                .decide(&ctx)
+                .map_err(|_| Failure::Engine)
+                .and_then(|d| encode_answer(req, &d, client.secret()));
+            self.finish_evaluated(key, src, outcome).await;
+            return;
+        }
         let permit = match self.in_flight.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) if *shedding => None,
@@ -649,12 +661,49 @@ impl PortShell {
     }
 }
 
+/// Whether deciding `ctx` now writes no binding, the only write the engine syncs (fsync) before
+/// it answers: an unknown SIM, a session update or end (an update judged like a start is a
+/// match or a mismatch, never a bind), or a start whose row of the table binds nothing (every
+/// row but "lock, nothing bound" and "pairing, another IMEI"). Such a decision is a cached read
+/// plus, at most, a buffered write (event, last-seen): about a microsecond, cheaper than the
+/// task and blocking-pool hand-off (two thread wake-ups) it would otherwise cost, so front-ends
+/// run it inline and send only binds to the blocking pool.
+///
+/// It reads the SIM once more than the decision will; a read error says "no" (the blocking path
+/// meets and reports it). A SIM changed by provisioning between this look and the decision may
+/// still bind inline: correct (the engine's compare-and-swap decides), merely one slow decision
+/// on the receive task, which the port's other receive tasks cover. A read that misses every
+/// cache waits for one disk read on the receive task.
+pub(crate) fn binds_nothing(engine: &Engine, ctx: &AuthContext) -> bool {
+    if ctx.phase != Phase::Start {
+        return true;
+    }
+    match engine.store().sim(&ctx.imsi) {
+        Ok(None) => true,
+        Ok(Some(sim)) => engine.effective(&sim).is_ok_and(|value| {
+            // The missing-IMEI policy never binds; any value gives the same answer here.
+            judge(value, sim.bound, ctx.imei.imei(), MissingImeiPolicy::Reject)
+                .bind
+                .is_none()
+        }),
+        Err(_) => false,
+    }
+}
+
 /// The blocking part of an evaluation: the engine's decision, then the answer's octets.
 fn decide_and_encode(engine: &Engine, port: Port, job: &Job) -> Result<(Vec<u8>, Answer), Failure> {
     // The engine logs and counts its own errors.
     let decision = engine.decide(&job.ctx).map_err(|_| Failure::Engine)?;
     let req = Request::decode(&job.bytes, port, &job.client.policy()).map_err(Failure::Redecode)?;
-    let secret = job.client.secret();
+    encode_answer(&req, &decision, job.client.secret())
+}
+
+/// The answer to a decided request, and its kind for metrics.
+fn encode_answer(
+    req: &Request<'_>,
+    decision: &Decision,
+    secret: &[u8],
+) -> Result<(Vec<u8>, Answer), Failure> {
     Ok(match req.kind() {
         RequestKind::Access => {
             let kind = if decision.is_accept() {
@@ -662,13 +711,13 @@ fn decide_and_encode(engine: &Engine, port: Port, job: &Job) -> Result<(Vec<u8>,
             } else {
                 Answer::AccessReject
             };
-            (encode_decision(&req, &decision, secret)?, kind)
+            (encode_decision(req, decision, secret)?, kind)
         }
         RequestKind::Accounting => (
-            encode_accounting_response(&req, secret)?,
+            encode_accounting_response(req, secret)?,
             Answer::AccountingResponse,
         ),
-        RequestKind::Status => (encode_status_response(&req, secret)?, Answer::Status),
+        RequestKind::Status => (encode_status_response(req, secret)?, Answer::Status),
     })
 }
 
@@ -758,6 +807,10 @@ mod tests {
     }
 
     async fn start(delay: Duration) -> Running {
+        start_with(delay, crate::store::memory::MemStore::new()).await
+    }
+
+    async fn start_with(delay: Duration, store: crate::store::memory::MemStore) -> Running {
         let mut cfg = config("127.0.0.1:0", "127.0.0.1:0");
         cfg.radius.clients = vec![crate::config::RadiusClientConfig {
             name: "local".into(),
@@ -768,7 +821,7 @@ mod tests {
         let service = RadiusService::bind(&cfg).await.unwrap();
         let (auth, _) = service.local_addrs().unwrap();
         let engine = Arc::new(Engine::new(
-            Arc::new(crate::store::memory::MemStore::new()),
+            Arc::new(store),
             crate::engine::EnginePolicy::default(),
             Arc::new(SlowClock(delay)),
         ));
@@ -780,11 +833,30 @@ mod tests {
     fn access_request(id: u8, seed: u8) -> Vec<u8> {
         use crate::radius::vsa::{encode_vsa, TGPP_IMSI, VENDOR_3GPP};
         let imsi = encode_vsa(VENDOR_3GPP, &[(TGPP_IMSI, b"001010000000001")]).unwrap();
+        encode_with(id, seed, &imsi)
+    }
+
+    /// An Access-Request presenting an IMEI: on a locked SIM with nothing bound it binds, so it
+    /// goes to the blocking pool (see `binds_nothing`).
+    fn binding_request(id: u8, seed: u8) -> Vec<u8> {
+        use crate::radius::vsa::{encode_vsa, TGPP_IMEISV, TGPP_IMSI, VENDOR_3GPP};
+        let vsa = encode_vsa(
+            VENDOR_3GPP,
+            &[
+                (TGPP_IMSI, b"001010000000001"),
+                (TGPP_IMEISV, b"3500000000000101"),
+            ],
+        )
+        .unwrap();
+        encode_with(id, seed, &vsa)
+    }
+
+    fn encode_with(id: u8, seed: u8, imsi: &[u8]) -> Vec<u8> {
         crate::radius::encode::encode_access_request(
             Code::AccessRequest,
             id,
             &[seed; 16],
-            &[(crate::radius::attr::VENDOR_SPECIFIC, &imsi)],
+            &[(crate::radius::attr::VENDOR_SPECIFIC, imsi)],
             b"testing123",
             true,
         )
@@ -826,11 +898,21 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn overload_sheds_beyond_the_in_flight_bound() {
-        let r = start(Duration::from_millis(1500)).await;
+        use crate::store::{Batch, Durability, ImeiManagement, SimRecord, Store};
+        // A locked SIM with nothing bound: every request may bind, so every one goes to the
+        // blocking pool (decisions that bind nothing run inline and are not bounded here).
+        let store = crate::store::memory::MemStore::new();
+        let imsi = crate::context::Imsi::parse(b"001010000000001").unwrap();
+        let mut sim = SimRecord::new(imsi);
+        sim.value = Some(ImeiManagement::Lock);
+        let mut batch = Batch::new();
+        batch.put_sim(sim);
+        store.write(batch, Durability::Synced).unwrap();
+        let r = start_with(Duration::from_millis(1500), store).await;
         let c = client().await;
         let sent = MAX_IN_FLIGHT as usize + 40;
         for i in 0..sent {
-            let pkt = access_request((i % 256) as u8, (i / 256) as u8 + 1);
+            let pkt = binding_request((i % 256) as u8, (i / 256) as u8 + 1);
             c.send_to(&pkt, r.auth).await.unwrap();
         }
         let mut answers = 0;

@@ -413,6 +413,20 @@ impl Conn {
                 return;
             }
         }
+        // A decision that binds nothing is answered here, without a task (app::answer_inline).
+        if let Some(a) = app::answer_inline(&self.ctx.engine, &msg, &self.cfg.origin) {
+            let dup = &self.ctx.shared.dup;
+            let Ok(bytes) = a.encode() else {
+                error("engine_task");
+                dup.lock().abandon(&origin_host, h.end_to_end);
+                return;
+            };
+            dup.lock()
+                .complete(&origin_host, h.end_to_end, bytes.clone());
+            answered(app, a.result_code());
+            self.write(bytes).await;
+            return;
+        }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             self.ctx
                 .shared
