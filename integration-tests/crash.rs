@@ -53,28 +53,11 @@ struct Record {
 
 /// Imports the pools as locked SIMs in one request.
 fn provision(d: &Daemon) {
-    let mut csv = String::from("imsi,msisdn,profile,imei_management\n");
-    for i in 0..LOAD_SIMS {
-        csv.push_str(&format!("{},,,lock\n", imsi(1_010_000_000_000, i)));
-    }
-    for base in [RADIUS_BASE, GX_BASE] {
-        for i in 0..POOL {
-            csv.push_str(&format!("{},,,lock\n", imsi(base, i)));
-        }
-    }
-    let r = common::http()
-        .post(d.url("/v1/sims:import"))
-        .bearer_auth(TOKEN)
-        .body(csv)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().unwrap()["request_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, st) = d.api().get(&format!("/v1/requests/{id}?wait=30"));
-    assert_eq!(st["status"], "processed", "{st}");
+    let load = (0..LOAD_SIMS).map(|i| imsi(1_010_000_000_000, i));
+    let pools = [RADIUS_BASE, GX_BASE]
+        .into_iter()
+        .flat_map(|base| (0..POOL).map(move |i| imsi(base, i)));
+    d.api().import_locked(load.chain(pools));
 }
 
 /// Binds pool SIMs `start, start + step, ...` over RADIUS until `stop`; records the accepts.

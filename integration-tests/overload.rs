@@ -30,10 +30,14 @@ fn diameter_answers_3004_beyond_the_in_flight_cap() {
     );
     let imsi = "001010000008001";
     d.api().put_sim(imsi, json!({"imei_management": "lock"}));
+    // Every request of the pipeline would bind (a locked SIM of its own, unbound), so each one
+    // goes through the bounded engine path; decisions that bind nothing are answered inline.
+    let n = cap + 200;
+    d.api()
+        .import_locked((0..n).map(|i| format!("00104{i:010}")));
     let mut c = Raw::connect(&d, PCEF);
     // 64 engine calls at a time, 300 ms each: the first 256 stay in flight for over a second,
     // far longer than the whole pipeline takes to arrive.
-    let n = cap + 200;
     let mut blob = Vec::new();
     let mut want = HashSet::new();
     for i in 0..n {
@@ -62,11 +66,11 @@ fn diameter_answers_3004_beyond_the_in_flight_cap() {
     writer.join().unwrap();
     println!("{n} pipelined CCRs, slow engine: answers by Result-Code {codes:?}");
     let busy = codes.get(&Some(3004)).copied().unwrap_or(0);
-    let judged = codes.get(&Some(5003)).copied().unwrap_or(0);
+    let judged = codes.get(&Some(2001)).copied().unwrap_or(0);
     assert_eq!(
         busy + judged,
         n,
-        "only 3004 or a judgement (unknown SIM): {codes:?}"
+        "only 3004 or a judgement (each binds its SIM): {codes:?}"
     );
     assert!(busy > 0, "nothing answered 3004: {codes:?}");
     assert!(judged >= cap, "the first {cap} are judged: {codes:?}");
@@ -111,15 +115,20 @@ fn radius_drops_beyond_the_in_flight_cap_are_counted_not_queued() {
         udp("127.0.0.1:0", Duration::from_millis(3000)),
     ];
     let per = 200usize;
-    let pkt = |id: usize| {
+    // Each request would bind a locked SIM of its own (so goes through the bounded engine path;
+    // decisions that bind nothing are answered inline on the receive task).
+    let sim = |k: usize, id: usize| format!("00102{k}{id:09}");
+    d.api()
+        .import_locked((0..2).flat_map(|k| (0..per).map(move |id| sim(k, id))));
+    let pkt = |k: usize, id: usize| {
         let mut auth = [0u8; 16];
         auth[0] = id as u8;
         auth[1] = 0x5a;
-        access_request(id as u8, auth, "001019999999999", None, SECRET, true)
+        access_request(id as u8, auth, &sim(k, id), Some(IMEI_A), SECRET, true)
     };
-    for s in &socks {
+    for (k, s) in socks.iter().enumerate() {
         for id in 0..per {
-            s.send_to(&pkt(id), ("127.0.0.1", port)).unwrap();
+            s.send_to(&pkt(k, id), ("127.0.0.1", port)).unwrap();
         }
     }
     let mut answered: Vec<HashSet<u8>> = vec![HashSet::new(), HashSet::new()];
@@ -150,14 +159,14 @@ fn radius_drops_beyond_the_in_flight_cap_are_counted_not_queued() {
     let id = (0..per)
         .find(|id| !answered[0].contains(&(*id as u8)))
         .expect("a dropped request on the first socket");
-    socks[0].send_to(&pkt(id), ("127.0.0.1", port)).unwrap();
+    socks[0].send_to(&pkt(0, id), ("127.0.0.1", port)).unwrap();
     let mut buf = [0u8; 4096];
     let (n, _) = socks[0]
         .recv_from(&mut buf)
         .expect("the retransmission is answered");
     assert!(
-        n >= 20 && buf[1] == id as u8 && buf[0] == 3,
-        "Access-Reject (unknown SIM)"
+        n >= 20 && buf[1] == id as u8 && buf[0] == 2,
+        "Access-Accept (the retransmission binds)"
     );
     // And a binding request still binds.
     let s = udp("127.0.0.1:0", Duration::from_secs(5));

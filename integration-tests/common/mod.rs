@@ -303,6 +303,27 @@ impl Api {
         );
     }
 
+    /// Imports `imsis` as locked, unbound SIMs in one CSV request and waits until processed.
+    pub fn import_locked<I: IntoIterator<Item = String>>(&self, imsis: I) {
+        let mut csv = String::from("imsi,msisdn,profile,imei_management\n");
+        for imsi in imsis {
+            csv.push_str(&format!("{imsi},,,lock\n"));
+        }
+        let r = http()
+            .post(format!("{}/v1/sims:import", self.base))
+            .bearer_auth(TOKEN)
+            .body(csv)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let id = r.json::<Value>().unwrap()["request_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (_, st) = self.get(&format!("/v1/requests/{id}?wait=30"));
+        assert_eq!(st["status"], "processed", "{st}");
+    }
+
     pub fn sim(&self, imsi: &str) -> Value {
         let (s, v) = self.get(&format!("/v1/sims/{imsi}"));
         assert_eq!(s, 200, "{v}");
