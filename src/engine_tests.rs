@@ -7,6 +7,7 @@ use super::*;
 use crate::context::{AuthContext, Imsi, Interface, Phase, PresentedImei};
 use crate::imei::{Imei, ImeiError};
 use crate::store::memory::MemStore;
+#[cfg(feature = "rocksdb")]
 use crate::store::rocks::{RocksOptions, RocksStore};
 use crate::store::{ProfileRecord, SimRecord};
 
@@ -452,6 +453,7 @@ fn concurrent_first_sessions_bind_exactly_one_mem() {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn concurrent_first_sessions_bind_exactly_one_rocks() {
     for _ in 0..5 {
@@ -462,6 +464,7 @@ fn concurrent_first_sessions_bind_exactly_one_rocks() {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn bindings_and_state_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@ pub mod config;
 pub mod context;
 pub mod diameter;
 pub mod engine;
+pub mod fuzzing;
 pub mod imei;
 pub mod logging;
 pub mod provisioning;

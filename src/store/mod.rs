@@ -10,6 +10,7 @@
 pub mod encoding;
 pub mod memory;
 pub mod model;
+#[cfg(feature = "rocksdb")]
 pub mod rocks;
 
 use crate::context::Imsi;
@@ -174,6 +175,7 @@ pub struct StoreCounts {
 }
 
 /// Keys shared by both implementations.
+#[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
 pub(crate) mod keys {
     use crate::context::Imsi;
 
