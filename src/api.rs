@@ -308,7 +308,7 @@ impl http_body::Body for Hinted {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
