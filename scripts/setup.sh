@@ -5,8 +5,10 @@ set -euo pipefail
 
 # Build: bindgen (librocksdb-sys) needs libclang; RocksDB itself is compiled from C++ by cargo.
 APT_BUILD=(libclang-dev g++ make)
-# Tests: real third-party peers; systemd for `systemd-analyze verify` of the unit.
-APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd)
+# Tests: real third-party peers; systemd for `systemd-analyze verify` of the unit; qemu,
+# busybox-static and cpio for the SCTP guest (scripts/sctp-guest.sh, which downloads its kernel).
+APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd
+  qemu-system-x86 busybox-static cpio)
 PIP_TEST=(python-diameter==0.9.0)
 
 want=("${APT_BUILD[@]}")
