@@ -6,8 +6,10 @@ set -euo pipefail
 # Build: bindgen (librocksdb-sys) needs libclang; RocksDB itself is compiled from C++ by cargo.
 APT_BUILD=(libclang-dev g++ make)
 # Tests: real third-party peers; systemd for `systemd-analyze verify` of the unit; freeradius
-# (the server) for scripts/bench-radius.sh (its smoke run is a test).
-APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd freeradius)
+# (the server) for scripts/bench-radius.sh (its smoke run is a test); qemu, busybox-static and
+# cpio for the SCTP guest (scripts/sctp-guest.sh, which downloads its kernel).
+APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd freeradius
+  qemu-system-x86 busybox-static cpio)
 PIP_TEST=(python-diameter==0.9.0)
 
 want=("${APT_BUILD[@]}")

@@ -282,11 +282,17 @@ fn default_min_interval() -> u64 {
     300
 }
 
-/// A `listen` entry of `[diameter]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A Diameter listener made of `[diameter] listen` entries.
+///
+/// Every `tcp://` entry is a listener of its own. `sctp://` entries of one port and one address
+/// family are one multi-homed SCTP endpoint bound to all their addresses (`sctp_bindx`), in the
+/// order listed (the first is the one `bind` takes); a wildcard address (`0.0.0.0`, `[::]`)
+/// already covers every address and stands alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiameterListen {
     Tcp(SocketAddr),
-    Sctp(SocketAddr),
+    /// One SCTP endpoint: at least one address, all with the same port and family.
+    Sctp(Vec<SocketAddr>),
 }
 
 /// Parses a socket address, naming the key on error.
@@ -478,22 +484,55 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming `diameter.listen`.
     pub fn diameter_listeners(&self) -> Result<Vec<DiameterListen>, ConfigError> {
-        self.diameter
-            .listen
-            .iter()
-            .map(|l| {
-                if let Some(a) = l.strip_prefix("tcp://") {
-                    parse_addr("diameter.listen", a).map(DiameterListen::Tcp)
-                } else if let Some(a) = l.strip_prefix("sctp://") {
-                    parse_addr("diameter.listen", a).map(DiameterListen::Sctp)
-                } else {
-                    Err(invalid(
-                        "diameter.listen",
-                        format!("{l:?} must start with tcp:// or sctp://"),
-                    ))
+        const KEY: &str = "diameter.listen";
+        let mut out: Vec<DiameterListen> = Vec::new();
+        for l in &self.diameter.listen {
+            if let Some(a) = l.strip_prefix("tcp://") {
+                out.push(DiameterListen::Tcp(parse_addr(KEY, a)?));
+                continue;
+            }
+            let Some(a) = l.strip_prefix("sctp://") else {
+                return Err(invalid(
+                    KEY,
+                    format!("{l:?} must start with tcp:// or sctp://"),
+                ));
+            };
+            let addr = parse_addr(KEY, a)?;
+            // The endpoint of this port and family, if an earlier entry opened it.
+            let endpoint = out.iter_mut().find_map(|e| match e {
+                DiameterListen::Sctp(v)
+                    if v.first().is_some_and(|f| {
+                        f.port() == addr.port() && f.is_ipv4() == addr.is_ipv4()
+                    }) =>
+                {
+                    Some(v)
                 }
-            })
-            .collect()
+                _ => None,
+            });
+            let Some(addrs) = endpoint else {
+                out.push(DiameterListen::Sctp(vec![addr]));
+                continue;
+            };
+            if addrs.contains(&addr) {
+                return Err(invalid(KEY, format!("{l:?} is listed twice")));
+            }
+            if let Some(w) = addrs
+                .iter()
+                .chain(std::iter::once(&addr))
+                .find(|a| a.ip().is_unspecified())
+            {
+                return Err(invalid(
+                    KEY,
+                    format!(
+                        "sctp://{w} already binds every address of port {}; list either it or \
+                         the addresses of a multi-homed endpoint",
+                        addr.port()
+                    ),
+                ));
+            }
+            addrs.push(addr);
+        }
+        Ok(out)
     }
 
     /// The API token, read from `api.token` or `api.token_file`.
@@ -584,6 +623,59 @@ mod tests {
             let p = write(&d, body);
             let e = Config::load(&p).unwrap_err().to_string();
             assert!(e.contains(key), "{body:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn sctp_entries_of_one_port_and_family_are_one_endpoint() {
+        let mut c = Config::default();
+        let listen = |c: &mut Config, l: &[&str]| {
+            c.diameter.listen = l.iter().map(|s| (*s).to_owned()).collect();
+            c.diameter_listeners()
+        };
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let got = listen(
+            &mut c,
+            &[
+                "sctp://127.0.0.1:3868",
+                "tcp://127.0.0.1:3868",
+                "sctp://[::1]:3868",
+                "sctp://127.0.0.2:3868",
+                "sctp://127.0.0.1:3869",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                DiameterListen::Sctp(vec![a("127.0.0.1:3868"), a("127.0.0.2:3868")]),
+                DiameterListen::Tcp(a("127.0.0.1:3868")),
+                DiameterListen::Sctp(vec![a("[::1]:3868")]),
+                DiameterListen::Sctp(vec![a("127.0.0.1:3869")]),
+            ]
+        );
+        // Wildcards of both families stay two endpoints, as before.
+        let got = listen(&mut c, &["sctp://0.0.0.0:3868", "sctp://[::]:3868"]).unwrap();
+        assert_eq!(got.len(), 2);
+        for (bad, says) in [
+            (
+                &["sctp://0.0.0.0:3868", "sctp://127.0.0.1:3868"][..],
+                "sctp://0.0.0.0:3868 already binds every address of port 3868",
+            ),
+            (
+                &["sctp://127.0.0.1:3868", "sctp://0.0.0.0:3868"][..],
+                "sctp://0.0.0.0:3868 already binds every address of port 3868",
+            ),
+            (
+                &["sctp://127.0.0.1:3868", "sctp://127.0.0.1:3868"][..],
+                "listed twice",
+            ),
+        ] {
+            let e = listen(&mut c, bad).unwrap_err().to_string();
+            assert!(
+                e.contains("diameter.listen") && e.contains(says),
+                "{bad:?}: {e}"
+            );
         }
     }
 

@@ -167,7 +167,8 @@ impl DiameterService {
         let mut listeners = Vec::new();
         for entry in cfg.diameter_listeners().map_err(|e| e.to_string())? {
             let b = listen::bind(entry)?;
-            tracing::info!(transport = %b.transport, address = %b.local, "diameter listening");
+            tracing::info!(transport = %b.transport, address = %b.local,
+                addresses = ?b.addresses, "diameter listening");
             listeners.push(b);
         }
         let peers = peers_from_config(cfg)?;
