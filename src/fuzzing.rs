@@ -62,8 +62,11 @@ pub const DIAMETER_PEER_HOST: &str = "pgw.localdomain";
 /// Profiles the [`csv_import`] target treats as existing.
 pub const CSV_PROFILES: [&str; 2] = ["fleet", "iot"];
 
+/// A fuzz target: its name and its entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [Target; 5] = [
     ("radius", radius),
     ("diameter", diameter),
     ("imei", imei),
