@@ -8,18 +8,7 @@ use std::process::Command;
 use common::{bin, repo_root};
 
 fn check(path: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) {
-    let mut cmd = Command::new(bin("imei-lockd"));
-    cmd.arg("check-config").arg("--config").arg(path);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    common::check_config_file(path, env)
 }
 
 #[test]

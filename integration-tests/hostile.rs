@@ -553,18 +553,7 @@ fn check_config(body: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("imei-lockd.toml");
     std::fs::write(&p, body).unwrap();
-    let mut cmd = std::process::Command::new(common::bin("imei-lockd"));
-    cmd.arg("check-config").arg("--config").arg(&p);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    common::check_config_file(&p, env)
 }
 
 fn shipped() -> String {

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Daemon, TOKEN};
+use common::Daemon;
 use serde_json::Value;
 
 fn load(args: &[String]) -> Value {
@@ -27,23 +27,8 @@ fn radius_and_gx_load_smoke() {
     let extra = "[[diameter.peers]]\norigin_host = \"load1.localdomain\"\n";
     let d = Daemon::start(extra);
     // 200 locked SIMs: IMSI 001010000000000 + i, as the generator numbers them.
-    let mut csv = String::from("imsi,msisdn,profile,imei_management\n");
-    for i in 0..200u64 {
-        csv.push_str(&format!("{:015},,,lock\n", 1_010_000_000_000u64 + i));
-    }
-    let r = common::http()
-        .post(d.url("/v1/sims:import"))
-        .bearer_auth(TOKEN)
-        .body(csv)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().unwrap()["request_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, st) = d.api().get(&format!("/v1/requests/{id}?wait=30"));
-    assert_eq!(st["status"], "processed");
+    d.api()
+        .import_locked((0..200u64).map(|i| format!("{:015}", 1_010_000_000_000u64 + i)));
 
     let common_args = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = [

@@ -28,6 +28,22 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `imei-lockd check-config --config PATH` with `env`: (exit code, stdout + stderr).
+pub fn check_config_file(path: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(bin("imei-lockd"));
+    cmd.arg("check-config").arg("--config").arg(path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// A free TCP port on 127.0.0.1 (also free for UDP, checked).
 pub fn free_port() -> u16 {
     loop {
