@@ -104,7 +104,13 @@ struct Conn {
 
 /// Serves one accepted connection until it closes.
 pub(super) async fn serve(stream: TcpStream, ctx: ConnCtx, mut stop: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
+    // Nagle off: TCP_NODELAY on TCP; an SCTP socket refuses that option and takes SCTP_NODELAY
+    // (the listener sets it too, but accepted associations do not reliably inherit it).
+    if stream.set_nodelay(true).is_err() {
+        if let Err(e) = super::listen::set_sctp_nodelay(&socket2::SockRef::from(&stream)) {
+            tracing::debug!(remote = %ctx.remote, error = %e, "neither TCP_NODELAY nor SCTP_NODELAY");
+        }
+    }
     let local = stream
         .local_addr()
         .map_or_else(|_| ctx.remote.ip(), |a| a.ip());
