@@ -333,17 +333,8 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         ),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let (code, text) = common::output(Command::new("systemd-analyze").arg("verify").arg(&copy));
+    assert_eq!(code, 0, "{text}");
     let about_unit: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("imei-lockd.service"))
@@ -357,13 +348,7 @@ fn install_sh(args: &[&str], env: &[(&str, &std::path::Path)]) -> (i32, String) 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    common::output(&mut cmd)
 }
 
 #[test]

@@ -344,16 +344,6 @@ fn diameter_garbage_after_a_valid_message_answers_it_then_closes() {
 // ---------------------------------------------------------------------------------------------
 // RADIUS
 
-/// `RcvbufErrors` of the Udp line in /proc/net/snmp (Linux).
-fn rcvbuf_errors() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
-    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
-    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
-    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
-    values.get(i)?.parse().ok()
-}
-
 #[test]
 fn radius_flood_from_an_unknown_source_is_counted_and_the_client_still_answered() {
     let d = Daemon::start("");
@@ -361,7 +351,7 @@ fn radius_flood_from_an_unknown_source_is_counted_and_the_client_still_answered(
     d.api().put_sim(imsi, json!({"imei_management": "lock"}));
     let port = d.ports.radius_auth;
     let n = 5000u32;
-    let kernel_before = rcvbuf_errors();
+    let kernel_before = common::radius::rcvbuf_errors();
     // 127.0.0.3 is no configured client (only 127.0.0.1/32 is).
     let flooder = std::thread::spawn(move || {
         let s = udp("127.0.0.3:0", Duration::from_millis(100));
@@ -380,7 +370,7 @@ fn radius_flood_from_an_unknown_source_is_counted_and_the_client_still_answered(
         assert_eq!(a[0], 2, "Access-Accept");
     }
     flooder.join().unwrap();
-    let kernel = match (kernel_before, rcvbuf_errors()) {
+    let kernel = match (kernel_before, common::radius::rcvbuf_errors()) {
         (Some(b), Some(a)) => a - b,
         _ => 0,
     };
@@ -692,16 +682,11 @@ fn a_public_api_without_a_token_is_refused_with_exit_2() {
         );
     let path = dir.path().join("imei-lockd.toml");
     std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(common::bin("imei-lockd"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (code, text) = common::output(
+        std::process::Command::new(common::bin("imei-lockd"))
+            .arg("--config")
+            .arg(&path),
     );
-    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert_eq!(code, 2, "{text}");
     assert!(text.contains("api.token"), "{text}");
 }

@@ -543,7 +543,7 @@ fn burst_is_not_dropped_by_the_kernel() {
     let imsi = "001010000000009";
     d.api()
         .put_sim(imsi, json!({"imei_management": "disabled"}));
-    let before = rcvbuf_errors();
+    let before = common::radius::rcvbuf_errors();
     let n: usize = 3000;
     let s = Arc::new(udp("127.0.0.1:0", Duration::from_secs(3)));
     let received = Arc::new(AtomicUsize::new(0));
@@ -572,7 +572,7 @@ fn burst_is_not_dropped_by_the_kernel() {
     reader.join().unwrap();
     let answered = received.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let after = rcvbuf_errors();
+    let after = common::radius::rcvbuf_errors();
     eprintln!(
         "burst: {n} sent in {sent_in:?}, {answered} answered in {elapsed:?}; \
          RcvbufErrors {before:?} -> {after:?}"
@@ -590,16 +590,6 @@ fn burst_is_not_dropped_by_the_kernel() {
     if let (Some(b), Some(a)) = (before, after) {
         assert_eq!(a, b, "UDP RcvbufErrors grew during the burst");
     }
-}
-
-/// `RcvbufErrors` of the Udp line in /proc/net/snmp (Linux).
-fn rcvbuf_errors() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
-    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
-    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
-    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
-    values.get(i)?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------------------------

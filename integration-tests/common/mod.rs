@@ -35,6 +35,11 @@ pub fn check_config_file(path: &Path, env: &[(&str, &str)]) -> (i32, String) {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    output(&mut cmd)
+}
+
+/// Runs `cmd` to completion: (exit code or -1, stdout followed by stderr).
+pub fn output(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().unwrap();
     let text = format!(
         "{}{}",

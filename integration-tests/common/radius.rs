@@ -68,3 +68,13 @@ pub fn exchange(s: &UdpSocket, port: u16, pkt: &[u8]) -> Option<Vec<u8>> {
     let mut buf = [0u8; 4096];
     s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
 }
+
+/// `RcvbufErrors` of the Udp line in /proc/net/snmp (Linux).
+pub fn rcvbuf_errors() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
+    values.get(i)?.parse().ok()
+}
