@@ -1,9 +1,11 @@
-//! Overload against the real binary with an engine that has fallen behind (the test-only
-//! `IMEI_LOCKD_TEST_ENGINE_DELAY_MS` makes every decision take that long, as a stalled store
-//! would): Diameter answers 3004 DIAMETER_TOO_BUSY beyond 256 requests in flight on a
+//! Overload against the real binary with a store that has fallen behind (the test-only
+//! `IMEI_LOCKD_TEST_STORE_DELAY_MS` makes every write and every read not served from memory take
+//! that long): Diameter answers 3004 DIAMETER_TOO_BUSY beyond 256 requests in flight on a
 //! connection, RADIUS drops beyond 128 evaluations in flight per port and counts the drops as
-//! `overload` — nothing is queued without bound, and both keep serving once the engine catches
-//! up. Memory under sustained overload is measured by `scripts/bench-overload.sh`.
+//! `overload` — nothing is queued without bound, and both keep serving once the store catches
+//! up. Requests the engine decides from memory (a SIM held in memory that binds nothing) do not
+//! wait for the lagging store: they are answered at once while the bounded path is full.
+//! Memory under sustained overload is measured by `scripts/bench-overload.sh`.
 
 mod common;
 
@@ -26,17 +28,18 @@ fn diameter_answers_3004_beyond_the_in_flight_cap() {
     let cap = imei_lockd::diameter::server::MAX_IN_FLIGHT;
     let d = Daemon::start_with_env(
         &format!("[[diameter.peers]]\norigin_host = \"{PCEF}\"\n"),
-        &[("IMEI_LOCKD_TEST_ENGINE_DELAY_MS", "300")],
+        &[("IMEI_LOCKD_TEST_STORE_DELAY_MS", "300")],
     );
     let imsi = "001010000008001";
     d.api().put_sim(imsi, json!({"imei_management": "lock"}));
     // Every request of the pipeline would bind (a locked SIM of its own, unbound), so each one
-    // goes through the bounded engine path; decisions that bind nothing are answered inline.
+    // goes through the bounded engine path and waits for the slow write.
     let n = cap + 200;
     d.api()
         .import_locked((0..n).map(|i| format!("00104{i:010}")));
     let mut c = Raw::connect(&d, PCEF);
-    // 64 engine calls at a time, 300 ms each: the first 256 stay in flight for over a second,
+    // 64 engine calls at a time, 300 ms each (the write of the binding): the first 256 stay in
+    // flight for over a second,
     // far longer than the whole pipeline takes to arrive.
     let mut blob = Vec::new();
     let mut want = HashSet::new();
@@ -64,7 +67,7 @@ fn diameter_answers_3004_beyond_the_in_flight_cap() {
         *codes.entry(a.result_code().map(|r| r.0)).or_insert(0usize) += 1;
     }
     writer.join().unwrap();
-    println!("{n} pipelined CCRs, slow engine: answers by Result-Code {codes:?}");
+    println!("{n} pipelined CCRs, slow store: answers by Result-Code {codes:?}");
     let busy = codes.get(&Some(3004)).copied().unwrap_or(0);
     let judged = codes.get(&Some(2001)).copied().unwrap_or(0);
     assert_eq!(
@@ -105,7 +108,7 @@ fn diameter_answers_3004_beyond_the_in_flight_cap() {
 #[test]
 fn radius_drops_beyond_the_in_flight_cap_are_counted_not_queued() {
     let cap = imei_lockd::radius::server::MAX_IN_FLIGHT as usize;
-    let d = Daemon::start_with_env("", &[("IMEI_LOCKD_TEST_ENGINE_DELAY_MS", "1000")]);
+    let d = Daemon::start_with_env("", &[("IMEI_LOCKD_TEST_STORE_DELAY_MS", "1000")]);
     let imsi = "001010000008101";
     d.api().put_sim(imsi, json!({"imei_management": "lock"}));
     let port = d.ports.radius_auth;
@@ -115,8 +118,8 @@ fn radius_drops_beyond_the_in_flight_cap_are_counted_not_queued() {
         udp("127.0.0.1:0", Duration::from_millis(3000)),
     ];
     let per = 200usize;
-    // Each request would bind a locked SIM of its own (so goes through the bounded engine path;
-    // decisions that bind nothing are answered inline on the receive task).
+    // Each request would bind a locked SIM of its own, so goes through the bounded engine path
+    // and waits for the slow write.
     let sim = |k: usize, id: usize| format!("00102{k}{id:09}");
     d.api()
         .import_locked((0..2).flat_map(|k| (0..per).map(move |id| sim(k, id))));
@@ -146,7 +149,7 @@ fn radius_drops_beyond_the_in_flight_cap_are_counted_not_queued() {
         counter(m, "imei_lockd_radius_drops_total", &label) as usize + total >= sent
     });
     let dropped = counter(&m, "imei_lockd_radius_drops_total", &label) as usize;
-    println!("{sent} requests, slow engine: {total} answered, {dropped} dropped as overload");
+    println!("{sent} requests, slow store: {total} answered, {dropped} dropped as overload");
     assert!(total >= cap, "at least the {cap} admitted are answered");
     assert!(dropped > 0, "{m}");
     // Each request was either evaluated or dropped and counted: none waits in a queue.
@@ -178,4 +181,157 @@ fn radius_drops_beyond_the_in_flight_cap_are_counted_not_queued() {
     .expect("answer");
     assert_eq!(a[0], 2, "Access-Accept");
     assert_eq!(d.api().sim(imsi)["bound_imei"], &IMEI_A[..14]);
+}
+
+/// Unknown SIMs are not in memory: their decisions read the (slow) store, so they take the
+/// bounded path and are shed beyond it, although they bind nothing. Requests for a bound SIM
+/// held in memory, pipelined among them, are answered at once, before any of those reads ends.
+#[test]
+fn diameter_store_reads_are_bounded_while_memory_decisions_flow() {
+    let cap = imei_lockd::diameter::server::MAX_IN_FLIGHT;
+    let d = Daemon::start_with_env(
+        &format!("[[diameter.peers]]\norigin_host = \"{PCEF}\"\n"),
+        &[("IMEI_LOCKD_TEST_STORE_DELAY_MS", "300")],
+    );
+    let bound = "001010000008201";
+    d.api().put_sim(bound, json!({"imei_management": "lock"}));
+    let mut c = Raw::connect(&d, PCEF);
+    let a = c.call(ccr("mem;bind", PCEF, 1, bound, Some(IMEI_A)));
+    assert_eq!(a.result_code(), Some(ResultCode::SUCCESS), "binds");
+    let unknown = cap + 200;
+    let mut blob = Vec::new();
+    let mut kind = BTreeMap::new();
+    for i in 0..unknown {
+        let (hbh, b) = c.stamp(ccr(
+            &format!("unknown;{i}"),
+            PCEF,
+            1,
+            &format!("00199{i:010}"),
+            Some(IMEI_A),
+        ));
+        kind.insert(hbh, "unknown");
+        blob.extend_from_slice(&b);
+        if i % 4 == 0 {
+            let (hbh, b) = c.stamp(ccr(&format!("mem;{i}"), PCEF, 1, bound, Some(IMEI_A)));
+            kind.insert(hbh, "memory");
+            blob.extend_from_slice(&b);
+        }
+    }
+    let matches = kind.values().filter(|k| **k == "memory").count();
+    c.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = c.s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&blob).unwrap());
+    // Answers in arrival order: (kind, Result-Code).
+    let mut order = Vec::new();
+    while !kind.is_empty() {
+        let a = c.read();
+        if a.is_request() {
+            continue;
+        }
+        let k = kind
+            .remove(&a.header.hop_by_hop)
+            .expect("an answer to a request sent");
+        order.push((k, a.result_code().map(|r| r.0)));
+    }
+    writer.join().unwrap();
+    let count = |k: &str, code: u32| {
+        order
+            .iter()
+            .filter(|(kk, c)| *kk == k && *c == Some(code))
+            .count()
+    };
+    let (busy, judged) = (count("unknown", 3004), count("unknown", 5003));
+    println!(
+        "{unknown} CCRs for unknown SIMs and {matches} for a bound SIM, slow store: unknown \
+         {judged} × 5003, {busy} × 3004; bound SIM {} × 2001",
+        count("memory", 2001)
+    );
+    assert_eq!(
+        count("memory", 2001),
+        matches,
+        "every in-memory match is 2001: {order:?}"
+    );
+    assert_eq!(
+        busy + judged,
+        unknown,
+        "only 3004 or a judgement: {order:?}"
+    );
+    assert!(judged >= cap && busy > 0, "{order:?}");
+    // No in-memory answer waited for a store read: each came before the first read ended.
+    let first_read = order
+        .iter()
+        .position(|(k, c)| *k == "unknown" && *c == Some(5003))
+        .unwrap();
+    let last_memory = order.iter().rposition(|(k, _)| *k == "memory").unwrap();
+    assert!(
+        last_memory < first_read,
+        "a memory decision waited: {order:?}"
+    );
+    let m = metrics_text(&d);
+    assert_eq!(
+        counter(
+            &m,
+            "imei_lockd_diameter_errors_total",
+            &["reason=\"too_busy\""]
+        ),
+        busy as f64,
+        "{m}"
+    );
+}
+
+/// As above for RADIUS: reads of unknown SIMs beyond the 128 in flight are dropped and counted
+/// as `overload`, the bound SIM's requests among them are all answered Access-Accept.
+#[test]
+fn radius_store_reads_are_bounded_while_memory_decisions_flow() {
+    let d = Daemon::start_with_env("", &[("IMEI_LOCKD_TEST_STORE_DELAY_MS", "1000")]);
+    let bound = "001010000008301";
+    d.api().put_sim(bound, json!({"imei_management": "lock"}));
+    let port = d.ports.radius_auth;
+    let s = udp("127.0.0.1:0", Duration::from_secs(5));
+    let a = common::radius::exchange(
+        &s,
+        port,
+        &access_request(1, [9; 16], bound, Some(IMEI_A), SECRET, true),
+    )
+    .expect("answer");
+    assert_eq!(a[0], 2, "Access-Accept (binds)");
+    // Identifiers 0..=199 for unknown SIMs, 200..=249 for the bound one (one socket).
+    let unknown = 200usize;
+    let s = udp("127.0.0.1:0", Duration::from_millis(3000));
+    for id in 0..unknown {
+        let mut auth = [0u8; 16];
+        auth[0] = id as u8;
+        let imsi = format!("00198{id:010}");
+        let p = access_request(id as u8, auth, &imsi, Some(IMEI_A), SECRET, true);
+        s.send_to(&p, ("127.0.0.1", port)).unwrap();
+        if id % 4 == 0 {
+            let mid = (unknown + id / 4) as u8;
+            let mut auth = [1u8; 16];
+            auth[0] = mid;
+            let p = access_request(mid, auth, bound, Some(IMEI_A), SECRET, true);
+            s.send_to(&p, ("127.0.0.1", port)).unwrap();
+        }
+    }
+    let matches = unknown / 4;
+    let mut codes: BTreeMap<(bool, u8), usize> = BTreeMap::new();
+    let mut buf = [0u8; 4096];
+    while let Ok((n, _)) = s.recv_from(&mut buf) {
+        assert!(n >= 20);
+        *codes
+            .entry(((buf[1] as usize) < unknown, buf[0]))
+            .or_insert(0) += 1;
+    }
+    let label = ["reason=\"overload\""];
+    let answered_unknown = codes.get(&(true, 3)).copied().unwrap_or(0);
+    let m = wait_metrics(&d, Duration::from_secs(5), |m| {
+        counter(m, "imei_lockd_radius_drops_total", &label) as usize + answered_unknown >= unknown
+    });
+    let dropped = counter(&m, "imei_lockd_radius_drops_total", &label) as usize;
+    println!(
+        "{unknown} requests for unknown SIMs, {matches} for a bound SIM, slow store: answers \
+         (unknown?, code) {codes:?}, {dropped} dropped as overload"
+    );
+    assert_eq!(codes.get(&(false, 2)).copied(), Some(matches), "{codes:?}");
+    assert_eq!(answered_unknown + dropped, unknown, "{codes:?} {m}");
+    assert!(dropped > 0 && answered_unknown > 0, "{codes:?}");
 }

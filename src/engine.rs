@@ -177,6 +177,15 @@ pub fn effective_value(store: &dyn Store, sim: &SimRecord) -> Result<ImeiManagem
     }
 }
 
+/// Where a decision may read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// The store, with whatever I/O that takes.
+    Store,
+    /// Memory only: give up (undecided) rather than wait on I/O.
+    MemoryOnly,
+}
+
 /// The lock engine.
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -220,14 +229,38 @@ impl Engine {
     /// [`EngineError`] when the store fails or the SIM keeps changing; the front-end must then
     /// answer with a temporary failure, never an accept.
     pub fn decide(&self, ctx: &AuthContext) -> Result<Decision, EngineError> {
+        match self.decide_with(ctx, Access::Store) {
+            Some(result) => result,
+            // Not reached: only `Access::MemoryOnly` leaves a request undecided.
+            None => Err(EngineError::Contention(ctx.imsi)),
+        }
+    }
+
+    /// [`Engine::decide`], if the decision needs no I/O: the SIM is held in memory
+    /// ([`Store::sim_in_memory`]) and the decision writes nothing to the store but the buffered
+    /// last-seen IMEI — a match, a session update or end, a SIM in `disabled`, a pairing with
+    /// the IMEI already paired. That is nearly every request once SIMs are bound, and costs
+    /// about a microsecond, so front-ends call this on their receive task. `None` (nothing
+    /// decided, nothing counted or logged) otherwise: a SIM not in memory, an unknown SIM, or a
+    /// row that binds or records an event; the front-end then calls [`Engine::decide`] on its
+    /// bounded blocking path, where a store that has fallen behind is met and shed.
+    pub fn decide_in_memory(&self, ctx: &AuthContext) -> Option<Result<Decision, EngineError>> {
+        self.decide_with(ctx, Access::MemoryOnly)
+    }
+
+    fn decide_with(
+        &self,
+        ctx: &AuthContext,
+        access: Access,
+    ) -> Option<Result<Decision, EngineError>> {
         let started = Instant::now();
+        let result = self.decide_inner(ctx, access).transpose()?;
         if let PresentedImei::Malformed(e) = &ctx.imei {
             metrics::counter!("imei_lockd_imei_malformed_total", "interface" => ctx.interface.as_str())
                 .increment(1);
             tracing::info!(imsi = %ctx.imsi, interface = %ctx.interface, peer = %ctx.peer,
                 error = %e, "malformed IMEI treated as none presented");
         }
-        let result = self.decide_inner(ctx);
         let elapsed = started.elapsed().as_secs_f64();
         let interface = ctx.interface.as_str();
         match &result {
@@ -247,24 +280,36 @@ impl Engine {
                     session = %ctx.session_id, error = %e, "decision failed");
             }
         }
-        result
+        Some(result)
     }
 
-    fn decide_inner(&self, ctx: &AuthContext) -> Result<Decision, EngineError> {
+    /// `Ok(None)`: `access` is [`Access::MemoryOnly`] and the decision needs the store.
+    fn decide_inner(
+        &self,
+        ctx: &AuthContext,
+        access: Access,
+    ) -> Result<Option<Decision>, EngineError> {
         let presented = ctx.imei.imei();
         let policy = self.policy.read().clone();
         for _ in 0..MAX_CAS_ATTEMPTS {
+            let sim = match access {
+                Access::Store => self.store.sim(&ctx.imsi)?,
+                Access::MemoryOnly => match self.store.sim_in_memory(&ctx.imsi) {
+                    Some(sim) => Some(sim),
+                    None => return Ok(None),
+                },
+            };
             let now = self.clock.now_ms();
-            let Some(sim) = self.store.sim(&ctx.imsi)? else {
+            let Some(sim) = sim else {
                 let reason = match (ctx.phase, policy.unknown_sim) {
                     (Phase::Update | Phase::End, _) => Reason::SessionContinues,
                     (Phase::Start, UnknownSimPolicy::Accept) => Reason::UnknownSimAccepted,
                     (Phase::Start, UnknownSimPolicy::Reject) => Reason::UnknownSimRejected,
                 };
-                return Ok(Decision {
+                return Ok(Some(Decision {
                     reason,
                     bound: None,
-                });
+                }));
             };
             let effective = self.effective(&sim)?;
             let judged_like_start = match ctx.phase {
@@ -280,10 +325,10 @@ impl Engine {
             };
             if !judged_like_start {
                 self.note_seen(&sim, presented, now)?;
-                return Ok(Decision {
+                return Ok(Some(Decision {
                     reason: Reason::SessionContinues,
                     bound: sim.bound,
-                });
+                }));
             }
             let j = judge(
                 effective,
@@ -291,6 +336,9 @@ impl Engine {
                 presented,
                 policy.missing_imei(ctx.interface),
             );
+            if access == Access::MemoryOnly && (j.bind.is_some() || j.event.is_some()) {
+                return Ok(None);
+            }
             let event = j.event.map(|kind| Event {
                 kind,
                 imsi: ctx.imsi,
@@ -339,10 +387,10 @@ impl Engine {
                     Err(e) => return Err(e.into()),
                 }
             }
-            return Ok(Decision {
+            return Ok(Some(Decision {
                 reason: j.reason,
                 bound: j.bind.or(sim.bound),
-            });
+            }));
         }
         Err(EngineError::Contention(ctx.imsi))
     }

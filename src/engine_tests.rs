@@ -509,3 +509,62 @@ fn bindings_and_state_survive_reopen() {
         vec![EventKind::ImeiMismatch, EventKind::ImeiBound]
     );
 }
+
+/// `decide_in_memory` decides exactly what `decide` would when no I/O is needed, and leaves
+/// (undecided, unwritten) everything that binds, records an event or needs a store read.
+fn in_memory_decisions(e: &Engine, cached: bool) {
+    let unknown = "001010000000009";
+    assert!(
+        e.decide_in_memory(&start(unknown, Some(A))).is_none(),
+        "an unknown SIM is not in memory"
+    );
+    put_sim(e, SIM, Some(ImeiManagement::Lock), None);
+    assert!(
+        e.decide_in_memory(&start(SIM, Some(A))).is_none(),
+        "a bind needs the store"
+    );
+    assert_eq!(bound(e, SIM), None, "nothing written");
+    assert_eq!(
+        e.decide(&start(SIM, Some(A))).unwrap().reason,
+        Reason::Bound
+    );
+    let matched = e.decide_in_memory(&start(SIM, Some(A)));
+    let mismatch = e.decide_in_memory(&start(SIM, Some(B)));
+    let update = e.decide_in_memory(&ctx(Interface::Gx, Phase::Update, SIM, Some(A)));
+    if cached {
+        assert_eq!(matched.unwrap().unwrap().reason, Reason::Match);
+        assert_eq!(update.unwrap().unwrap().reason, Reason::SessionContinues);
+    } else {
+        assert!(
+            matched.is_none() && update.is_none(),
+            "not in memory: a read"
+        );
+    }
+    assert!(mismatch.is_none(), "a mismatch records an event");
+    assert_eq!(events(e, SIM), vec![EventKind::ImeiBound]);
+    put_sim(e, "001010000000010", Some(ImeiManagement::Disabled), None);
+    let disabled = e.decide_in_memory(&start("001010000000010", Some(B)));
+    assert_eq!(
+        disabled.map(|d| d.unwrap().reason),
+        cached.then_some(Reason::Disabled)
+    );
+}
+
+#[test]
+fn decide_in_memory_mem() {
+    in_memory_decisions(&mem_engine(), true);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn decide_in_memory_rocks_with_and_without_sim_cache() {
+    for (entries, cached) in [(64, true), (0, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RocksOptions {
+            sim_cache_entries: entries,
+            ..RocksOptions::default()
+        };
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path(), &opts).unwrap());
+        in_memory_decisions(&engine_on(store, EnginePolicy::default()), cached);
+    }
+}

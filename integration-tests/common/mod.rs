@@ -94,11 +94,17 @@ pub struct Daemon {
 
 /// The configuration a test daemon runs with; `extra` is appended (more sections or tables).
 pub fn config_text(dir: &Path, ports: &Ports, extra: &str) -> String {
+    config_text_with_node(dir, ports, "", extra)
+}
+
+/// [`config_text`] with more `[node]` keys (`node`, one `key = value` per line).
+pub fn config_text_with_node(dir: &Path, ports: &Ports, node: &str, extra: &str) -> String {
     format!(
         r#"
 [node]
 data_dir = "{data}"
 block_cache_mb = 16
+{node}
 [log]
 format = "json"
 level = "debug"
@@ -146,10 +152,19 @@ impl Daemon {
     }
 
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with_node("", extra, env)
+    }
+
+    /// [`Daemon::start_with_env`] with more `[node]` keys (see [`config_text_with_node`]).
+    pub fn start_with_node(node: &str, extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports::new();
         let config = dir.path().join("imei-lockd.toml");
-        std::fs::write(&config, config_text(dir.path(), &ports, extra)).unwrap();
+        std::fs::write(
+            &config,
+            config_text_with_node(dir.path(), &ports, node, extra),
+        )
+        .unwrap();
         let log = dir.path().join("daemon.log");
         let mut d = Self {
             dir,

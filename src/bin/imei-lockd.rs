@@ -26,6 +26,7 @@ use imei_lockd::diameter::server::{DiameterReloader, DiameterService};
 use imei_lockd::engine::{Clock, Engine, SystemClock};
 use imei_lockd::provisioning::{BillingSettings, Provisioner};
 use imei_lockd::radius::server::{RadiusReloader, RadiusService};
+use imei_lockd::store::delayed::Delayed;
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
 use imei_lockd::store::Store;
 
@@ -139,9 +140,9 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         offset_ms: test_clock_offset_ms(),
     });
     let engine = Arc::new(Engine::new(
-        store.clone(),
+        engine_store(store.clone()),
         cfg.engine_policy(),
-        engine_clock(clock.clone()),
+        clock.clone(),
     ));
     let provisioner = Arc::new(
         Provisioner::new(
@@ -276,18 +277,11 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Test-only: `IMEI_LOCKD_TEST_ENGINE_DELAY_MS` makes every engine decision wait that long (it
-/// stands for a store that has fallen behind, for the overload tests); else `clock` itself.
-fn engine_clock(clock: Arc<dyn Clock>) -> Arc<dyn Clock> {
-    /// The engine reads the clock once per decision attempt: each read sleeps first.
-    struct Delayed(Arc<dyn Clock>, Duration);
-    impl Clock for Delayed {
-        fn now_ms(&self) -> imei_lockd::store::Millis {
-            std::thread::sleep(self.1);
-            self.0.now_ms()
-        }
-    }
-    let delay = std::env::var("IMEI_LOCKD_TEST_ENGINE_DELAY_MS")
+/// Test-only: `IMEI_LOCKD_TEST_STORE_DELAY_MS` puts the engine on a store that has fallen
+/// behind ([`Delayed`]: every write and every read not served from memory waits that long), for
+/// the overload tests; else `store` itself. Provisioning and the API keep the real store.
+fn engine_store(store: Arc<dyn Store>) -> Arc<dyn Store> {
+    let delay = std::env::var("IMEI_LOCKD_TEST_STORE_DELAY_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|&ms| ms > 0);
@@ -295,11 +289,11 @@ fn engine_clock(clock: Arc<dyn Clock>) -> Arc<dyn Clock> {
         Some(ms) => {
             tracing::warn!(
                 delay_ms = ms,
-                "IMEI_LOCKD_TEST_ENGINE_DELAY_MS set: engine slowed"
+                "IMEI_LOCKD_TEST_STORE_DELAY_MS set: the engine's store is slowed"
             );
-            Arc::new(Delayed(clock, Duration::from_millis(ms)))
+            Arc::new(Delayed::new(store, Duration::from_millis(ms)))
         }
-        None => clock,
+        None => store,
     }
 }
 

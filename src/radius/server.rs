@@ -6,12 +6,14 @@
 //! within `net.core.rmem_max`) and `radius.workers` receive tasks sharing it. A receive task
 //! does only the cheap, bounded work of the calling contract in [`crate::radius`]: client lookup,
 //! [`Request::decode`] (framing and HMAC-MD5), the duplicate cache, and the answers that need no
-//! engine (Status-Server, "No IMSI", Accounting-On/Off). A decision that writes no binding (a
-//! match, a mismatch, an unknown SIM, an update: nearly all of them once SIMs are bound) runs on
-//! the receive task itself, see [`binds_nothing`]: a cached read, about a microsecond. A request
-//! that may bind is handed to tokio's blocking pool ([`tokio::task::spawn_blocking`]):
-//! [`Engine::decide`] is synchronous and waits for an fsync when it binds an IMEI, and must not
-//! stall the reactor or the receive loop. Work in flight is bounded per port ([`MAX_IN_FLIGHT`] permits). When all are taken, the
+//! engine (Status-Server, "No IMSI", Accounting-On/Off). A decision the engine can make from
+//! memory (a match or an update of a SIM held in memory: nearly all of them once SIMs are
+//! bound) runs on the receive task itself, see [`Engine::decide_in_memory`]: about a
+//! microsecond, no I/O. Every other request (a bind, an event to record, a SIM not in memory)
+//! is handed to tokio's blocking pool ([`tokio::task::spawn_blocking`]): [`Engine::decide`] is
+//! synchronous, reads the disk or waits for an fsync, and must not stall the reactor or the
+//! receive loop. So a store that falls behind holds up only this bounded path. Work in flight
+//! on it is bounded per port ([`MAX_IN_FLIGHT`] permits). When all are taken, the
 //! receive task waits up to [`OVERLOAD_WAIT`] for one (a short burst then queues in the socket's
 //! receive buffer, which is what the buffer is for); if none frees up, the task *sheds*: it drops
 //! every request that finds no free permit at once, counted as `overload` (the client
@@ -70,8 +72,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::{parse_addr, Config};
-use crate::context::{AuthContext, Decision, Phase};
-use crate::engine::{judge, Engine, MissingImeiPolicy};
+use crate::context::{AuthContext, Decision};
+use crate::engine::Engine;
 use crate::radius::clients::{Client, Clients};
 use crate::radius::codec::{Code, MAX_PACKET_LEN};
 use crate::radius::dedup::{Begin, DedupKey, ResponseCache};
@@ -546,8 +548,8 @@ impl PortShell {
         }
     }
 
-    /// Decides a request: here when the decision writes nothing synced (see [`binds_nothing`]),
-    /// else on the blocking pool once a permit is free (see the module docs for the wait and
+    /// Decides a request: here when the engine can from memory
+    /// ([`Engine::decide_in_memory`]), else on the blocking pool once a permit is free (see the module docs for the wait and
     /// shedding).
     async fn evaluate(
         self: &Arc<Self>,
@@ -558,10 +560,8 @@ impl PortShell {
         client: &Arc<Client>,
         shedding: &mut bool,
     ) {
-        if binds_nothing(&self.engine, &ctx) {
-            let outcome = self
-                .engine
-                .decide(&ctx)
+        if let Some(decided) = self.engine.decide_in_memory(&ctx) {
+            let outcome = decided
                 .map_err(|_| Failure::Engine)
                 .and_then(|d| encode_answer(req, &d, client.secret()));
             self.finish_evaluated(key, src, outcome).await;
@@ -658,35 +658,6 @@ impl PortShell {
                 "RADIUS packet dropped (further drops of this reason from this source are not \
                  logged for 10 s)");
         }
-    }
-}
-
-/// Whether deciding `ctx` now writes no binding, the only write the engine syncs (fsync) before
-/// it answers: an unknown SIM, a session update or end (an update judged like a start is a
-/// match or a mismatch, never a bind), or a start whose row of the table binds nothing (every
-/// row but "lock, nothing bound" and "pairing, another IMEI"). Such a decision is a cached read
-/// plus, at most, a buffered write (event, last-seen): about a microsecond, cheaper than the
-/// task and blocking-pool hand-off (two thread wake-ups) it would otherwise cost, so front-ends
-/// run it inline and send only binds to the blocking pool.
-///
-/// It reads the SIM once more than the decision will; a read error says "no" (the blocking path
-/// meets and reports it). A SIM changed by provisioning between this look and the decision may
-/// still bind inline: correct (the engine's compare-and-swap decides), merely one slow decision
-/// on the receive task, which the port's other receive tasks cover. A read that misses every
-/// cache waits for one disk read on the receive task.
-pub(crate) fn binds_nothing(engine: &Engine, ctx: &AuthContext) -> bool {
-    if ctx.phase != Phase::Start {
-        return true;
-    }
-    match engine.store().sim(&ctx.imsi) {
-        Ok(None) => true,
-        Ok(Some(sim)) => engine.effective(&sim).is_ok_and(|value| {
-            // The missing-IMEI policy never binds; any value gives the same answer here.
-            judge(value, sim.bound, ctx.imei.imei(), MissingImeiPolicy::Reject)
-                .bind
-                .is_none()
-        }),
-        Err(_) => false,
     }
 }
 
@@ -837,7 +808,7 @@ mod tests {
     }
 
     /// An Access-Request presenting an IMEI: on a locked SIM with nothing bound it binds, so it
-    /// goes to the blocking pool (see `binds_nothing`).
+    /// goes to the blocking pool (see `Engine::decide_in_memory`).
     fn binding_request(id: u8, seed: u8) -> Vec<u8> {
         use crate::radius::vsa::{encode_vsa, TGPP_IMEISV, TGPP_IMSI, VENDOR_3GPP};
         let vsa = encode_vsa(

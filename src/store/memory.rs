@@ -44,6 +44,10 @@ impl Store for MemStore {
         Ok(self.state.lock().sims.get(imsi).cloned())
     }
 
+    fn sim_in_memory(&self, imsi: &Imsi) -> Option<SimRecord> {
+        self.state.lock().sims.get(imsi).cloned()
+    }
+
     fn profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
         Ok(self.state.lock().profiles.get(name).cloned())
     }

@@ -7,6 +7,7 @@
 //!
 //! The store does not decide anything: it reads, checks revisions and writes atomically.
 
+pub mod delayed;
 pub mod encoding;
 pub mod memory;
 pub mod model;
@@ -120,6 +121,12 @@ impl Batch {
 /// contexts.
 pub trait Store: Send + Sync + 'static {
     fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError>;
+    /// The SIM as [`Store::sim`] would return it, if that takes no I/O: `Some` when the record
+    /// is held in memory, `None` when it is not (not cached, or no such SIM) — the caller then
+    /// asks [`Store::sim`], off any task that must not wait. Never blocks on I/O.
+    fn sim_in_memory(&self, imsi: &Imsi) -> Option<SimRecord>;
+    /// A profile. Profiles are few: both implementations hold them all in memory, so this is
+    /// as cheap as [`Store::sim_in_memory`].
     fn profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError>;
     /// IMSIs of SIMs pointing at profile `name`, in key order, starting after `after`.
     fn sims_of_profile(
@@ -133,8 +140,8 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a batch atomically.
     fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError>;
 
-    /// Records the IMEI a SIM was last seen with. May be buffered and written later, coalesced;
-    /// reads through [`Store::sim`] see it at once.
+    /// Records the IMEI a SIM was last seen with. Buffered in memory and written later,
+    /// coalesced (never waits on I/O); reads through [`Store::sim`] see it at once.
     fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError>;
 
     /// Events of one SIM, newest first.

@@ -359,6 +359,17 @@ impl Inner {
         }
     }
 
+    /// `sim` with the last-seen IMEI still buffered for it, when that one is newer.
+    fn with_seen(&self, mut sim: SimRecord) -> SimRecord {
+        if let Some(&(imei, at)) = self.seen_shard(&sim.imsi).lock().get(&sim.imsi) {
+            if sim.last_seen_at.is_none_or(|t| t <= at) {
+                sim.last_seen = Some(imei);
+                sim.last_seen_at = Some(at);
+            }
+        }
+        sim
+    }
+
     fn read_sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
         let cf = self.cf(CF_SIMS)?;
         match self
@@ -444,16 +455,16 @@ fn sim_key_after(after: Option<&Imsi>) -> Vec<u8> {
 impl Store for RocksStore {
     fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
         let inner = &*self.inner;
-        let Some(mut sim) = inner.cached_sim(imsi)? else {
-            return Ok(None);
-        };
-        if let Some(&(imei, at)) = inner.seen_shard(imsi).lock().get(imsi) {
-            if sim.last_seen_at.is_none_or(|t| t <= at) {
-                sim.last_seen = Some(imei);
-                sim.last_seen_at = Some(at);
-            }
+        Ok(inner.cached_sim(imsi)?.map(|sim| inner.with_seen(sim)))
+    }
+
+    fn sim_in_memory(&self, imsi: &Imsi) -> Option<SimRecord> {
+        let inner = &*self.inner;
+        if inner.sim_cache_per_shard == 0 {
+            return None;
         }
-        Ok(Some(sim))
+        let sim = inner.cache_shard(imsi).read().get(imsi).cloned()?;
+        Some(inner.with_seen(sim))
     }
 
     fn profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {

@@ -1,17 +1,19 @@
 //! Application requests (Gx CCR, S6b AAR/STR) to answers: map, ask the engine, build the answer.
 //!
-//! Synchronous: the engine may block a few milliseconds (an fsync when it binds), so the shell
-//! runs [`answer`] on the blocking pool. A request whose decision writes no binding (a match, a
-//! mismatch, an unknown SIM, an update or end: nearly all once SIMs are bound) costs about a
-//! microsecond; [`answer_inline`] answers those on the connection task and leaves the rest
-//! (`None`) to the blocking pool (see [`binds_nothing`]). Nothing here touches a socket.
+//! Synchronous: the engine may block a few milliseconds (an fsync when it binds, a disk read),
+//! so the shell runs [`answer`] on its bounded blocking path. A request the engine can decide
+//! from memory (a match, an update or end of a SIM held in memory: nearly all once SIMs are
+//! bound) costs about a microsecond; [`answer_inline`] answers those on the connection task and
+//! leaves the rest (`None`) to the bounded path (see [`Engine::decide_in_memory`]). Nothing here
+//! touches a socket.
 
+use crate::context::AuthContext;
+use crate::context::Decision;
 use crate::context::Phase;
 use crate::diameter::codec::validate::{CMD_AAR, CMD_CCR, CMD_STR};
 use crate::diameter::codec::{error_answer, Message, Origin, ResultCode, APP_GX, APP_S6B};
 use crate::diameter::{gx, s6b};
-use crate::engine::Engine;
-use crate::radius::server::binds_nothing;
+use crate::engine::{Engine, EngineError};
 
 /// Text of the answer when the engine fails (store error, contention).
 const ENGINE_FAILED: &str = "temporary failure deciding the request";
@@ -44,8 +46,9 @@ pub fn answer(engine: &Engine, req: &Message, origin: &Origin) -> Message {
     })
 }
 
-/// [`answer`], when the request's decision writes no binding; `None` (nothing decided, nothing
-/// logged) when it may bind: the caller then runs [`answer`] on the blocking pool.
+/// [`answer`], when the engine can decide the request from memory; `None` (nothing decided,
+/// nothing logged) when it needs the store: the caller then runs [`answer`] on its bounded
+/// blocking path.
 pub fn answer_inline(engine: &Engine, req: &Message, origin: &Origin) -> Option<Message> {
     respond(engine, req, origin, true)
 }
@@ -54,7 +57,7 @@ fn respond(engine: &Engine, req: &Message, origin: &Origin, inline: bool) -> Opt
     match (req.header.application_id, req.header.code) {
         (APP_GX, CMD_CCR) => gx_ccr(engine, req, origin, inline),
         (APP_S6B, CMD_AAR) => s6b_aar(engine, req, origin, inline),
-        (APP_S6B, CMD_STR) => Some(s6b_str(engine, req, origin)),
+        (APP_S6B, CMD_STR) => s6b_str(engine, req, origin, inline),
         // The peer machine only passes commands it has a spec for.
         _ => Some(error_answer(
             &req.header,
@@ -75,10 +78,7 @@ fn gx_ccr(engine: &Engine, ccr: &Message, origin: &Origin, inline: bool) -> Opti
             return Some(gx::error_answer(ccr, origin, &e));
         }
     };
-    if inline && !binds_nothing(engine, &ctx) {
-        return None;
-    }
-    Some(match engine.decide(&ctx) {
+    Some(match decide(engine, &ctx, inline)? {
         Ok(d) => gx::cca(ccr, origin, &d),
         Err(_) if ctx.phase == Phase::End => {
             gx::cca_with(ccr, origin, ResultCode::SUCCESS, None, None)
@@ -101,10 +101,7 @@ fn s6b_aar(engine: &Engine, aar: &Message, origin: &Origin, inline: bool) -> Opt
             return Some(s6b::error_answer(aar, origin, &e));
         }
     };
-    if inline && !binds_nothing(engine, &ctx) {
-        return None;
-    }
-    Some(match engine.decide(&ctx) {
+    Some(match decide(engine, &ctx, inline)? {
         Ok(d) => s6b::aaa(aar, origin, &d),
         Err(_) => s6b::aaa_with(
             aar,
@@ -116,11 +113,11 @@ fn s6b_aar(engine: &Engine, aar: &Message, origin: &Origin, inline: bool) -> Opt
     })
 }
 
-fn s6b_str(engine: &Engine, req: &Message, origin: &Origin) -> Message {
-    match s6b::str_to_context(req) {
+fn s6b_str(engine: &Engine, req: &Message, origin: &Origin, inline: bool) -> Option<Message> {
+    Some(match s6b::str_to_context(req) {
         Ok(Some(ctx)) => {
             // Always success; the engine only notes the session end (and logs its failures).
-            let _ = engine.decide(&ctx);
+            let _ = decide(engine, &ctx, inline)?;
             s6b::sta(req, origin)
         }
         Ok(None) => s6b::sta(req, origin),
@@ -128,5 +125,18 @@ fn s6b_str(engine: &Engine, req: &Message, origin: &Origin) -> Message {
             tracing::info!(error = %e, session = ?req.session_id(), "S6b STR refused");
             s6b::error_answer(req, origin, &e)
         }
+    })
+}
+
+/// The engine's decision: from memory only when `inline` (`None` if it needs the store).
+fn decide(
+    engine: &Engine,
+    ctx: &AuthContext,
+    inline: bool,
+) -> Option<Result<Decision, EngineError>> {
+    if inline {
+        engine.decide_in_memory(ctx)
+    } else {
+        Some(engine.decide(ctx))
     }
 }

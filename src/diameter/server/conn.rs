@@ -419,7 +419,8 @@ impl Conn {
                 return;
             }
         }
-        // A decision that binds nothing is answered here, without a task (app::answer_inline).
+        // A decision the engine makes from memory is answered here, without a task
+        // (app::answer_inline); the rest take the bounded path below.
         if let Some(a) = app::answer_inline(&self.ctx.engine, &msg, &self.cfg.origin) {
             let dup = &self.ctx.shared.dup;
             let Ok(bytes) = a.encode() else {

@@ -1,0 +1,139 @@
+//! A store that has fallen behind, for overload tests: every call that would do I/O waits first.
+//!
+//! [`Delayed`] wraps a real store and sleeps `delay` before each [`Store::write`],
+//! [`Store::submit_request`] and each [`Store::sim`] that is not served from memory; what the
+//! wrapped store holds in memory ([`Store::sim_in_memory`], profiles, the buffered last-seen)
+//! stays as fast as it is. The daemon puts it under its engine only when the test-only
+//! environment variable `IMEI_LOCKD_TEST_STORE_DELAY_MS` is set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    Batch, Charge, Durability, Event, Millis, Operation, OutboxEntry, ProfileRecord, RequestRecord,
+    SimRecord, Store, StoreCounts, StoreError,
+};
+use crate::context::Imsi;
+use crate::imei::Imei;
+
+/// `inner`, slowed by `delay` wherever it would do I/O.
+pub struct Delayed {
+    inner: Arc<dyn Store>,
+    delay: Duration,
+}
+
+impl Delayed {
+    pub fn new(inner: Arc<dyn Store>, delay: Duration) -> Self {
+        Self { inner, delay }
+    }
+
+    fn wait(&self) {
+        std::thread::sleep(self.delay);
+    }
+}
+
+impl Store for Delayed {
+    fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
+        if let Some(sim) = self.inner.sim_in_memory(imsi) {
+            return Ok(Some(sim));
+        }
+        self.wait();
+        self.inner.sim(imsi)
+    }
+
+    fn sim_in_memory(&self, imsi: &Imsi) -> Option<SimRecord> {
+        self.inner.sim_in_memory(imsi)
+    }
+
+    fn profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
+        self.inner.profile(name)
+    }
+
+    fn sims_of_profile(
+        &self,
+        name: &str,
+        after: Option<&Imsi>,
+        limit: usize,
+    ) -> Result<Vec<Imsi>, StoreError> {
+        self.inner.sims_of_profile(name, after, limit)
+    }
+
+    fn scan_sims(&self, after: Option<&Imsi>, limit: usize) -> Result<Vec<SimRecord>, StoreError> {
+        self.inner.scan_sims(after, limit)
+    }
+
+    fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError> {
+        self.wait();
+        self.inner.write(batch, durability)
+    }
+
+    fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError> {
+        self.inner.note_seen(imsi, imei, at)
+    }
+
+    fn events(&self, imsi: &Imsi, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(imsi, limit)
+    }
+
+    fn submit_request(&self, op: Operation, at: Millis) -> Result<RequestRecord, StoreError> {
+        self.wait();
+        self.inner.submit_request(op, at)
+    }
+
+    fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.request(seq)
+    }
+
+    fn requests_after(&self, after: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        self.inner.requests_after(after, limit)
+    }
+
+    fn charges(&self, month: &str) -> Result<Vec<Charge>, StoreError> {
+        self.inner.charges(month)
+    }
+
+    fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError> {
+        self.inner.charge(month, imsi)
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        self.inner.outbox(limit)
+    }
+
+    fn next_outbox_id(&self) -> u64 {
+        self.inner.next_outbox_id()
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.meta(key)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+
+    fn approximate_counts(&self) -> StoreCounts {
+        self.inner.approximate_counts()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemStore;
+
+    #[test]
+    fn waits_only_where_the_inner_store_would_do_io() {
+        let mem: Arc<dyn Store> = Arc::new(MemStore::default());
+        let d = Delayed::new(mem, Duration::from_millis(50));
+        let imsi: Imsi = "001010000000001".parse().unwrap();
+        let t = std::time::Instant::now();
+        // MemStore holds nothing for this SIM: the read goes to "disk" and waits.
+        assert!(d.sim(&imsi).unwrap().is_none());
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        let t = std::time::Instant::now();
+        assert!(d.sim_in_memory(&imsi).is_none());
+        assert!(d.profile("none").unwrap().is_none());
+        assert!(t.elapsed() < Duration::from_millis(50));
+    }
+}
