@@ -676,9 +676,64 @@ def bench_scale(a, bins, pin, out):
 # ---------------------------------------------------------------- main
 
 
+def bench_profile(a, bins, pin, out):
+    """imei-lockd under callgrind (instruction counts: repeatable whatever else the machine
+    does): SIMs imported and bound first, counters zeroed, then exactly `--requests` requests of
+    `--proto`, then the counts dumped and the costliest functions printed (callgrind_annotate)."""
+    for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} not found (Debian package valgrind)")
+    load = Load(bins, pin)
+    tmp = tempfile.mkdtemp(prefix="bench-profile-")
+    os.makedirs(out, exist_ok=True)
+    cg = os.path.join(out, f"callgrind.{a.proto}.out")
+    hosts = [f"load{i}.localdomain" for i in range(1, a.profile_connections + 1)]
+    d = Daemon(bins, pin, os.path.join(tmp, "imei-lockd"), peers=hosts)
+    # No pinning under valgrind: it serialises the threads itself.
+    vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}", "--dump-instr=no",
+          "--collect-atstart=yes", "--separate-threads=no"]
+    d.pin = type("NoPin", (), {"server": staticmethod(lambda cmd: vg + cmd)})()
+    d.start()
+    try:
+        d.import_sims(a.sims)
+        if a.proto == "radius":
+            target = ["radius", "--target", f"127.0.0.1:{d.ports['auth']}", "--sims", a.sims,
+                      "--window", a.window, "--sockets", a.sockets, "--secret", SECRET]
+        else:
+            target = ["gx", "--target", f"127.0.0.1:{d.ports['diameter']}", "--connections",
+                      a.profile_connections, "--origin-host", ",".join(hosts), "--sims", a.sims,
+                      "--window", a.window]
+        target += ["--timeout-ms", 20000]
+        load.run(target + ["--count", a.sims, "--duration", 3600])
+        subprocess.run(["callgrind_control", "--zero", str(d.proc.pid)], check=True,
+                       capture_output=True)
+        r = load.run(target + ["--count", a.requests, "--duration", 3600])
+        subprocess.run(["callgrind_control", "--dump", str(d.proc.pid)], check=True,
+                       capture_output=True)
+    finally:
+        d.stop()
+    answered = r.get("answered", 0)
+    dumps = sorted(f for f in os.listdir(out) if f.startswith(f"callgrind.{a.proto}.out"))
+    # The dump taken after the measured requests is the one with a part number ".1".
+    part = os.path.join(out, next((f for f in dumps if f.endswith(".1")), dumps[-1]))
+    ann = subprocess.run(["callgrind_annotate", "--inclusive=no", part],
+                         capture_output=True, text=True).stdout
+    total = None
+    for line in ann.splitlines():
+        if "PROGRAM TOTALS" in line:
+            total = int(line.split()[0].replace(",", ""))
+    log(f"{a.proto}: {answered} answers; {total} instructions in the server, "
+        f"{(total or 0) / max(answered, 1):.0f} per request ({part})")
+    print("\n".join(ann.splitlines()[:60]))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("bench", choices=["radius", "diameter", "scale"])
+    ap.add_argument("bench", choices=["radius", "diameter", "scale", "profile"])
+    ap.add_argument("--proto", choices=["radius", "gx"], default="radius", help="profile: what to send")
+    ap.add_argument("--requests", type=int, default=20_000, help="profile: requests counted")
+    ap.add_argument("--profile-connections", type=int, default=1, help="profile: Gx connections")
     ap.add_argument("--smoke", action="store_true", help="a few seconds, for CI")
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--sims", type=int)
@@ -715,7 +770,8 @@ def main():
             raise SystemExit(f"{p} not found: build it (cargo build{'' if smoke else ' --release'}) or set BIN_DIR")
     out = os.environ.get("OUT", os.path.join(ROOT, "bench-results", "smoke" if smoke else ""))
     pin = Pinning()
-    {"radius": bench_radius, "diameter": bench_diameter, "scale": bench_scale}[a.bench](a, bins, pin, out)
+    {"radius": bench_radius, "diameter": bench_diameter, "scale": bench_scale,
+     "profile": bench_profile}[a.bench](a, bins, pin, out)
 
 
 if __name__ == "__main__":

@@ -185,13 +185,72 @@ pub struct AuthContext {
     /// The client or peer (RADIUS client name or address, Diameter Origin-Host).
     pub peer: String,
     /// Session identifier (Diameter Session-Id, RADIUS Acct-Session-Id or a derived id).
-    pub session_id: String,
+    pub session_id: SessionId,
     pub phase: Phase,
     pub imsi: Imsi,
     pub msisdn: Option<String>,
     pub imei: PresentedImei,
     pub apn: Option<String>,
     pub rat_type: Option<u32>,
+}
+
+/// A session identifier: the peer's own (Diameter Session-Id, RADIUS Acct-Session-Id), or
+/// for a RADIUS request without one, an id derived from the request, formatted only when shown
+/// (a log line that is enabled, an event): most requests never show theirs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionId {
+    Text(String),
+    /// Shown as `radius:{src}:{identifier}:{the first 4 authenticator octets in hex}`.
+    Radius {
+        src: std::net::SocketAddr,
+        identifier: u8,
+        authenticator: [u8; 4],
+    },
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(s) => f.write_str(s),
+            Self::Radius {
+                src,
+                identifier,
+                authenticator: [a, b, c, d],
+            } => write!(f, "radius:{src}:{identifier}:{a:02x}{b:02x}{c:02x}{d:02x}"),
+        }
+    }
+}
+
+impl From<String> for SessionId {
+    fn from(s: String) -> Self {
+        Self::Text(s)
+    }
+}
+
+impl From<&str> for SessionId {
+    fn from(s: &str) -> Self {
+        Self::Text(s.to_owned())
+    }
+}
+
+impl PartialEq<&str> for SessionId {
+    fn eq(&self, other: &&str) -> bool {
+        match self {
+            Self::Text(s) => s == other,
+            Self::Radius { .. } => {
+                // Compares as it formats, without building the string.
+                struct Rest<'a>(&'a str);
+                impl fmt::Write for Rest<'_> {
+                    fn write_str(&mut self, s: &str) -> fmt::Result {
+                        self.0 = self.0.strip_prefix(s).ok_or(fmt::Error)?;
+                        Ok(())
+                    }
+                }
+                let mut rest = Rest(other);
+                fmt::write(&mut rest, format_args!("{self}")).is_ok() && rest.0.is_empty()
+            }
+        }
+    }
 }
 
 /// Accept or reject.

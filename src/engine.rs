@@ -23,6 +23,11 @@ use crate::store::{
     StoreError,
 };
 
+/// How fine `last_seen_at` is: a SIM seen again with the same IMEI within this many
+/// milliseconds of its recorded last-seen time is not recorded again (a different IMEI always
+/// is, at once).
+pub const LAST_SEEN_RESOLUTION_MS: Millis = 60_000;
+
 /// How many times a decision re-reads after losing a compare-and-swap before giving up.
 const MAX_CAS_ATTEMPTS: usize = 16;
 
@@ -299,7 +304,6 @@ impl Engine {
                     None => return Ok(None),
                 },
             };
-            let now = self.clock.now_ms();
             let Some(sim) = sim else {
                 let reason = match (ctx.phase, policy.unknown_sim) {
                     (Phase::Update | Phase::End, _) => Reason::SessionContinues,
@@ -324,7 +328,7 @@ impl Engine {
                 Phase::End => false,
             };
             if !judged_like_start {
-                self.note_seen(&sim, presented, now)?;
+                self.note_seen(&sim, presented, self.clock.now_ms())?;
                 return Ok(Some(Decision {
                     reason: Reason::SessionContinues,
                     bound: sim.bound,
@@ -339,6 +343,7 @@ impl Engine {
             if access == Access::MemoryOnly && (j.bind.is_some() || j.event.is_some()) {
                 return Ok(None);
             }
+            let now = self.clock.now_ms();
             let event = j.event.map(|kind| Event {
                 kind,
                 imsi: ctx.imsi,
@@ -402,6 +407,17 @@ impl Engine {
         now: Millis,
     ) -> Result<(), StoreError> {
         match presented {
+            // The same device again within LAST_SEEN_RESOLUTION: nothing new to record. This
+            // keeps the steady state (every session of a bound SIM) from rewriting each SIM's
+            // record at every flush of the buffered last-seen.
+            Some(imei)
+                if sim.last_seen == Some(imei)
+                    && sim
+                        .last_seen_at
+                        .is_some_and(|t| (0..LAST_SEEN_RESOLUTION_MS).contains(&(now - t))) =>
+            {
+                Ok(())
+            }
             Some(imei) => self.store.note_seen(&sim.imsi, imei, now),
             None => Ok(()),
         }

@@ -568,3 +568,38 @@ fn decide_in_memory_rocks_with_and_without_sim_cache() {
         in_memory_decisions(&engine_on(store, EnginePolicy::default()), cached);
     }
 }
+
+#[test]
+fn last_seen_is_recorded_once_per_resolution_for_the_same_device() {
+    let clock = Arc::new(FixedClock(AtomicI64::new(1_000)));
+    let e = Engine::new(
+        Arc::new(MemStore::new()),
+        EnginePolicy::default(),
+        clock.clone(),
+    );
+    put_sim(&e, SIM, Some(ImeiManagement::Disabled), None);
+    let seen = |e: &Engine| {
+        let s = e.store().sim(&imsi(SIM)).unwrap().unwrap();
+        (s.last_seen, s.last_seen_at)
+    };
+    e.decide(&start(SIM, Some(A))).unwrap();
+    let (imei_a, first) = seen(&e);
+    assert_eq!(imei_a, Some(imei(A)));
+    e.decide(&start(SIM, Some(A))).unwrap();
+    assert_eq!(
+        seen(&e).1,
+        first,
+        "same device, within the resolution: not rewritten"
+    );
+    e.decide(&start(SIM, Some(B))).unwrap();
+    let (imei_b, at_b) = seen(&e);
+    assert!(
+        imei_b == Some(imei(B)) && at_b > first,
+        "another device: recorded at once"
+    );
+    clock
+        .0
+        .fetch_add(LAST_SEEN_RESOLUTION_MS, Ordering::Relaxed);
+    e.decide(&start(SIM, Some(B))).unwrap();
+    assert!(seen(&e).1.unwrap() >= at_b.unwrap() + LAST_SEEN_RESOLUTION_MS);
+}

@@ -87,7 +87,7 @@ pub fn ccr_to_context(ccr: &Message) -> Result<AuthContext, MessageError> {
     Ok(AuthContext {
         interface: Interface::Gx,
         peer,
-        session_id,
+        session_id: session_id.into(),
         phase,
         imsi,
         msisdn,

@@ -72,7 +72,7 @@ pub fn aar_to_context(aar: &Message) -> Result<AuthContext, MessageError> {
     Ok(AuthContext {
         interface: Interface::S6b,
         peer: a.require_utf8(dict::ORIGIN_HOST, 0)?.to_owned(),
-        session_id: a.require_utf8(dict::SESSION_ID, 0)?.to_owned(),
+        session_id: a.require_utf8(dict::SESSION_ID, 0)?.into(),
         phase: Phase::Start,
         imsi: imsi_from_user_name(a)?,
         msisdn: None,
@@ -97,7 +97,7 @@ pub fn str_to_context(str_: &Message) -> Result<Option<AuthContext>, MessageErro
     Ok(Some(AuthContext {
         interface: Interface::S6b,
         peer,
-        session_id,
+        session_id: session_id.into(),
         phase: Phase::End,
         imsi: imsi_from_user_name(a)?,
         msisdn: None,

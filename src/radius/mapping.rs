@@ -22,7 +22,7 @@
 
 use std::net::SocketAddr;
 
-use crate::context::{AuthContext, Decision, Imsi, Interface, Phase, PresentedImei};
+use crate::context::{AuthContext, Decision, Imsi, Interface, Phase, PresentedImei, SessionId};
 use crate::radius::attr;
 use crate::radius::codec::{Code, Packet};
 use crate::radius::encode::{self, EncodeError};
@@ -145,13 +145,16 @@ fn text(v: Option<&[u8]>) -> Option<String> {
     v.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-fn session_id(f: &Fields<'_>, req: &Request<'_>, src: SocketAddr) -> String {
+fn session_id(f: &Fields<'_>, req: &Request<'_>, src: SocketAddr) -> SessionId {
     match f.session_id {
-        Some(s) => String::from_utf8_lossy(s).into_owned(),
+        Some(s) => SessionId::Text(String::from_utf8_lossy(s).into_owned()),
         None => {
             let a = req.authenticator();
-            let prefix: String = a.iter().take(4).map(|b| format!("{b:02x}")).collect();
-            format!("radius:{src}:{}:{prefix}", req.identifier())
+            SessionId::Radius {
+                src,
+                identifier: req.identifier(),
+                authenticator: [a[0], a[1], a[2], a[3]],
+            }
         }
     }
 }

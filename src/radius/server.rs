@@ -871,7 +871,7 @@ mod tests {
     async fn overload_sheds_beyond_the_in_flight_bound() {
         use crate::store::{Batch, Durability, ImeiManagement, SimRecord, Store};
         // A locked SIM with nothing bound: every request may bind, so every one goes to the
-        // blocking pool (decisions that bind nothing run inline and are not bounded here).
+        // blocking pool (decisions made from memory run inline and are not bounded here).
         let store = crate::store::memory::MemStore::new();
         let imsi = crate::context::Imsi::parse(b"001010000000001").unwrap();
         let mut sim = SimRecord::new(imsi);
