@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use metrics::{Counter, Histogram};
 use serde::Deserialize;
 
 use crate::context::{AuthContext, Decision, Interface, Phase, PresentedImei, Reason};
@@ -22,6 +23,7 @@ use crate::store::{
     Batch, Durability, Event, EventKind, ImeiManagement, Millis, Op, OutboxEntry, SimRecord, Store,
     StoreError,
 };
+use crate::telemetry::Handles;
 
 /// How fine `last_seen_at` is: a SIM seen again with the same IMEI within this many
 /// milliseconds of its recorded last-seen time is not recorded again (a different IMEI always
@@ -271,11 +273,25 @@ impl Engine {
         match &result {
             Ok(d) => {
                 let verdict = if d.is_accept() { "accept" } else { "reject" };
-                metrics::counter!("imei_lockd_decisions_total",
-                    "interface" => interface, "decision" => verdict, "reason" => d.reason.as_str())
-                .increment(1);
-                metrics::histogram!("imei_lockd_decision_duration_seconds", "interface" => interface)
-                    .record(elapsed);
+                static DECISIONS: Handles<(Interface, Reason), Counter> = Handles::new();
+                static DURATIONS: Handles<Interface, Histogram> = Handles::new();
+                DECISIONS.with(
+                    (ctx.interface, d.reason),
+                    |(interface, reason)| {
+                        metrics::counter!("imei_lockd_decisions_total",
+                            "interface" => interface.as_str(), "decision" => verdict,
+                            "reason" => reason.as_str())
+                    },
+                    |c| c.increment(1),
+                );
+                DURATIONS.with(
+                    ctx.interface,
+                    |interface| {
+                        metrics::histogram!("imei_lockd_decision_duration_seconds",
+                            "interface" => interface.as_str())
+                    },
+                    |h| h.record(elapsed),
+                );
                 log_decision(ctx, d);
             }
             Err(e) => {

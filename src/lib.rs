@@ -23,3 +23,4 @@ pub mod provisioning;
 pub mod radius;
 pub mod store;
 pub mod systemd;
+pub mod telemetry;

@@ -41,6 +41,31 @@ pub const MESSAGE_AUTHENTICATOR_LEN: usize = 16;
 
 const ZERO16: [u8; 16] = [0; 16];
 
+/// HMAC-MD5 keyed with `secret`. Keying costs two MD5 blocks (the padded key XOR ipad and
+/// opad); a thread keeps the keyed state of the last secret it used and clones it, since one
+/// thread serves the same few clients' secrets over and over.
+fn keyed(secret: &[u8]) -> Option<HmacMd5> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(Vec<u8>, HmacMd5)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    // HMAC accepts keys of any length: this never fails.
+    let fresh = || HmacMd5::new_from_slice(secret).ok();
+    LAST.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return fresh();
+        };
+        if let Some((s, mac)) = last.as_ref() {
+            if s.as_slice() == secret {
+                return Some(mac.clone());
+            }
+        }
+        let mac = fresh()?;
+        *last = Some((secret.to_vec(), mac.clone()));
+        Some(mac)
+    })
+}
+
 /// Splits a packet around the 16-octet value at `value_offset` into
 /// (Code+Identifier+Length, attributes before the value, attributes after it).
 fn split_around(packet: &[u8], value_offset: usize) -> Option<(&[u8], &[u8], &[u8])> {
@@ -57,8 +82,7 @@ fn hmac_over(
     secret: &[u8],
 ) -> Option<HmacMd5> {
     let (head, before, after) = split_around(packet, value_offset)?;
-    // HMAC accepts keys of any length: this never fails.
-    let mut mac = HmacMd5::new_from_slice(secret).ok()?;
+    let mut mac = keyed(secret)?;
     mac.update(head);
     mac.update(authenticator);
     mac.update(before);
@@ -233,5 +257,24 @@ mod tests {
 
     pub(crate) fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod keyed_tests {
+    use super::*;
+
+    /// The per-thread keyed state follows the secret: alternating secrets give each its own
+    /// HMAC, equal to one keyed from scratch.
+    #[test]
+    fn keyed_state_follows_the_secret() {
+        let packet = [[1u8, 7, 0, 38].as_slice(), &[9; 16], &[80, 18], &[0; 16]].concat();
+        let auth = [9u8; 16];
+        for secret in [&b"alpha"[..], b"beta-secret", b"alpha", b"", b"alpha"] {
+            let got = message_authenticator(&packet, 22, &auth, secret).unwrap();
+            let mut mac = HmacMd5::new_from_slice(secret).unwrap();
+            mac.update(&packet);
+            assert_eq!(got[..], mac.finalize().into_bytes()[..], "{secret:?}");
+        }
     }
 }

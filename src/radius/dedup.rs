@@ -28,9 +28,9 @@
 //! `Vec<Mutex<ResponseCache>>` indexed by [`DedupKey::shard`], each lock held only for one
 //! `begin`/`insert` call (never across the engine's await).
 
-use std::collections::hash_map::{DefaultHasher, Entry as MapEntry};
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -63,10 +63,10 @@ impl DedupKey {
         if shards == 0 {
             return 0;
         }
-        let mut h = DefaultHasher::new();
-        self.hash(&mut h);
+        // A fixed seed: the shard only spreads lock contention (each shard's map is seeded).
+        let h = foldhash::fast::FixedState::with_seed(0x5eed_d00d).hash_one(self);
         // The modulo keeps the result below `shards`, which fits usize.
-        usize::try_from(h.finish() % shards as u64).unwrap_or(0)
+        usize::try_from(h % shards as u64).unwrap_or(0)
     }
 }
 
@@ -96,7 +96,8 @@ pub enum Begin<'a> {
 /// Bounded response cache with a time window. See the module docs.
 #[derive(Debug)]
 pub struct ResponseCache {
-    entries: HashMap<DedupKey, Entry>,
+    /// foldhash: seeded per map, several times cheaper than SipHash on this 40-octet key.
+    entries: HashMap<DedupKey, Entry, foldhash::fast::RandomState>,
     /// Write order, oldest first. A record is stale when its entry was rewritten or removed
     /// since (its time no longer matches); stale records are skipped when popped. Each live
     /// entry has at most two records (marker, answer), so this stays below 2 × capacity + 2.
@@ -115,7 +116,7 @@ impl ResponseCache {
     /// A cache keeping entries for `window`, at most `capacity` of them (at least 1).
     pub fn new(window: Duration, capacity: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
             window,
             capacity: capacity.max(1),

@@ -65,6 +65,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metrics::Counter;
 use parking_lot::{Mutex, RwLock};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -83,6 +84,7 @@ use crate::radius::mapping::{
 };
 use crate::radius::request::{Disposition, Port, Request, RequestError, RequestKind};
 use crate::radius::EncodeError;
+use crate::telemetry::Handles;
 
 /// Evaluations (engine calls) in flight per port. Engine time is mostly waiting for an fsync
 /// that RocksDB group-commits, so concurrency well above the CPU count helps; at ~5 ms per bind
@@ -378,7 +380,7 @@ impl LogLimiter {
 }
 
 /// What was sent, for `imei_lockd_radius_responses_total{type}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Answer {
     AccessAccept,
     AccessReject,
@@ -478,9 +480,15 @@ impl PortShell {
         let code = datagram
             .first()
             .map_or("none", |&c| Code::from_u8(c).name());
-        metrics::counter!("imei_lockd_radius_packets_total",
-            "port" => self.port.as_str(), "code" => code)
-        .increment(1);
+        static PACKETS: Handles<(Port, &str), Counter> = Handles::new();
+        PACKETS.with(
+            (self.port, code),
+            |(port, code)| {
+                metrics::counter!("imei_lockd_radius_packets_total",
+                    "port" => port.as_str(), "code" => code)
+            },
+            |c| c.increment(1),
+        );
         let clients = self.clients.read().clone();
         let Some(client) = clients.by_source(src.ip()) else {
             self.drop_packet(
@@ -627,9 +635,15 @@ impl PortShell {
         match answer {
             Ok((bytes, kind)) => {
                 self.cache.insert(key, bytes.clone());
-                metrics::counter!("imei_lockd_radius_responses_total",
-                    "port" => self.port.as_str(), "type" => kind.label())
-                .increment(1);
+                static RESPONSES: Handles<(Port, Answer), Counter> = Handles::new();
+                RESPONSES.with(
+                    (self.port, kind),
+                    |(port, kind)| {
+                        metrics::counter!("imei_lockd_radius_responses_total",
+                            "port" => port.as_str(), "type" => kind.label())
+                    },
+                    |c| c.increment(1),
+                );
                 self.send(&bytes, src).await;
             }
             Err(e) => {
@@ -648,9 +662,15 @@ impl PortShell {
 
     /// Counts a drop and logs it at debug, rate-limited per (source, reason).
     fn drop_packet(&self, src: SocketAddr, reason: &'static str, detail: &dyn std::fmt::Display) {
-        metrics::counter!("imei_lockd_radius_drops_total",
-            "port" => self.port.as_str(), "reason" => reason)
-        .increment(1);
+        static DROPS: Handles<(Port, &str), Counter> = Handles::new();
+        DROPS.with(
+            (self.port, reason),
+            |(port, reason)| {
+                metrics::counter!("imei_lockd_radius_drops_total",
+                    "port" => port.as_str(), "reason" => reason)
+            },
+            |c| c.increment(1),
+        );
         if tracing::enabled!(tracing::Level::DEBUG)
             && self.limiter.allow(src.ip(), reason, Instant::now())
         {

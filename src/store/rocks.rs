@@ -102,17 +102,17 @@ struct Inner {
     /// Decoded SIM records, read through and written through. Filled and changed only while
     /// holding the SIM's stripe (so a reader can never put back a value older than a write),
     /// read without it.
-    sim_cache: Vec<RwLock<HashMap<Imsi, SimRecord>>>,
+    sim_cache: Vec<RwLock<ImsiMap<SimRecord>>>,
     /// Most entries per cache shard (0 = no cache).
     sim_cache_per_shard: usize,
     /// Buffered last-seen per SIM, sharded by IMSI hash.
-    seen: Vec<Mutex<HashMap<Imsi, (Imei, Millis)>>>,
+    seen: Vec<Mutex<ImsiMap<(Imei, Millis)>>>,
     /// Serialises sequence assignment with the write of a request, so the log has no holes.
     request_log: Mutex<()>,
     next_request: AtomicU64,
     next_outbox: AtomicU64,
     event_counter: AtomicU32,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 fn backend(e: rocksdb::Error) -> StoreError {
@@ -171,10 +171,10 @@ impl RocksStore {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             profiles: RwLock::new(HashMap::new()),
             seen: (0..SEEN_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(ImsiMap::default()))
                 .collect(),
             sim_cache: (0..CACHE_SHARDS)
-                .map(|_| RwLock::new(HashMap::new()))
+                .map(|_| RwLock::new(ImsiMap::default()))
                 .collect(),
             sim_cache_per_shard: opts.sim_cache_entries.div_ceil(CACHE_SHARDS),
             request_log: Mutex::new(()),
@@ -297,13 +297,13 @@ impl Inner {
         self.hash_of(imsi) % STRIPES
     }
 
-    fn seen_shard(&self, imsi: &Imsi) -> &Mutex<HashMap<Imsi, (Imei, Millis)>> {
+    fn seen_shard(&self, imsi: &Imsi) -> &Mutex<ImsiMap<(Imei, Millis)>> {
         let i = (self.hash_of(imsi) >> 16) % SEEN_SHARDS;
         // `i < SEEN_SHARDS == self.seen.len()`.
         &self.seen[i]
     }
 
-    fn cache_shard(&self, imsi: &Imsi) -> &RwLock<HashMap<Imsi, SimRecord>> {
+    fn cache_shard(&self, imsi: &Imsi) -> &RwLock<ImsiMap<SimRecord>> {
         let i = (self.hash_of(imsi) >> 24) % CACHE_SHARDS;
         // `i < CACHE_SHARDS == self.sim_cache.len()`.
         &self.sim_cache[i]
@@ -438,6 +438,9 @@ impl Inner {
         Ok(out)
     }
 }
+
+/// In-memory maps keyed by IMSI (foldhash: far cheaper than SipHash on the request path).
+type ImsiMap<V> = HashMap<Imsi, V, foldhash::fast::RandomState>;
 
 /// A raw key with its decoded value.
 type KeyValue<T> = (Box<[u8]>, T);

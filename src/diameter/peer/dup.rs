@@ -40,7 +40,7 @@ pub enum Lookup {
 /// Bounded cache of answers keyed by (Origin-Host, End-to-End-Id).
 #[derive(Debug)]
 pub struct DuplicateCache {
-    entries: HashMap<Key, Entry>,
+    entries: HashMap<Key, Entry, foldhash::fast::RandomState>,
     /// Insertion order with each entry's expiry, for expiry and eviction.
     order: VecDeque<(Key, Instant)>,
     capacity: usize,
@@ -51,7 +51,7 @@ impl DuplicateCache {
     /// At most `capacity` entries (at least 1), each kept for `ttl` after its request arrived.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
             ttl,

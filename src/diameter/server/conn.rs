@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use metrics::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -26,6 +27,7 @@ use crate::diameter::peer::{
     CloseReason, DisconnectCause, Event, Lookup, Peer, PeerConfig, PeerStats, Seed, State,
 };
 use crate::engine::Engine;
+use crate::telemetry::Handles;
 
 /// Messages queued to the writer before this task waits.
 const WRITE_QUEUE: usize = 1024;
@@ -75,13 +77,25 @@ impl Drop for StateGauge {
 }
 
 fn error(reason: &'static str) {
-    metrics::counter!("imei_lockd_diameter_errors_total", "reason" => reason).increment(1);
+    static ERRORS: Handles<&str, Counter> = Handles::new();
+    ERRORS.with(
+        reason,
+        |reason| metrics::counter!("imei_lockd_diameter_errors_total", "reason" => reason),
+        |c| c.increment(1),
+    );
 }
 
 fn answered(app: &'static str, code: Option<ResultCode>) {
-    let code = code.map_or_else(|| "none".to_owned(), |c| c.0.to_string());
-    metrics::counter!("imei_lockd_diameter_answers_total", "app" => app, "result_code" => code)
-        .increment(1);
+    static ANSWERS: Handles<(&str, Option<u32>), Counter> = Handles::new();
+    ANSWERS.with(
+        (app, code.map(|c| c.0)),
+        |(app, code)| {
+            let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+            metrics::counter!("imei_lockd_diameter_answers_total", "app" => app,
+                "result_code" => code)
+        },
+        |c| c.increment(1),
+    );
 }
 
 struct Conn {
