@@ -342,12 +342,30 @@ impl Decoder {
         // Each AVP takes at least 8 bytes, so this bounds the allocation by the checked length.
         let mut out = Vec::with_capacity(r.remaining() / 8);
         while !r.is_empty() {
-            out.push(self.decode_one(&mut r, depth)?);
+            if let Some(avp) = self.decode_one(&mut r, depth, true)? {
+                out.push(avp);
+            }
         }
         Ok(out)
     }
 
-    fn decode_one(&self, r: &mut Reader<'_>, depth: usize) -> Result<Avp, MessageError> {
+    /// [`Self::decode_seq`] without keeping anything: the same checks and errors, no
+    /// allocation (a grouped AVP's children are checked here and decoded again only when
+    /// someone asks for them, [`Avp::children`]).
+    fn check_seq(&self, mut r: Reader<'_>, depth: usize) -> Result<(), MessageError> {
+        while !r.is_empty() {
+            self.decode_one(&mut r, depth, false)?;
+        }
+        Ok(())
+    }
+
+    /// One AVP: `Some` when `keep`, `None` (checked only) otherwise.
+    fn decode_one(
+        &self,
+        r: &mut Reader<'_>,
+        depth: usize,
+        keep: bool,
+    ) -> Result<Option<Avp>, MessageError> {
         let start = r.peek_rest();
         let truncated_header = || {
             // RFC 6733 §7.5: pad the incomplete header with zeros to the minimum header length.
@@ -391,14 +409,15 @@ impl Decoder {
         if r.skip_up_to(pad) != pad && !r.is_empty() {
             return Err(bad_length());
         }
-        let avp = Avp {
+        let bytes = data.peek_rest();
+        let avp = || Avp {
             code,
             flags,
             vendor_id,
-            data: data.peek_rest().to_vec(),
+            data: bytes.to_vec(),
         };
         if flags.0 & AvpFlags::RESERVED != 0 {
-            return Err(MessageError::InvalidAvpBits { failed_avp: avp });
+            return Err(MessageError::InvalidAvpBits { failed_avp: avp() });
         }
         // Failed-AVP carries the AVPs someone else found wrong, possibly malformed on purpose
         // (RFC 6733 §7.5 placeholders): it is kept opaque rather than walked.
@@ -407,14 +426,19 @@ impl Decoder {
         if walk {
             if depth >= self.max_depth {
                 return Err(MessageError::InvalidAvpValue {
-                    failed_avp: avp.with_data(Vec::new()),
+                    failed_avp: Avp {
+                        code,
+                        flags,
+                        vendor_id,
+                        data: Vec::new(),
+                    },
                     reason: "grouped AVPs nested too deep",
                 });
             }
-            self.decode_seq(data, depth + 1)
-                .map_err(|e| e.within(&avp))?;
+            self.check_seq(Reader::new(bytes), depth + 1)
+                .map_err(|e| e.within(&avp()))?;
         }
-        Ok(avp)
+        Ok(keep.then(avp))
     }
 }
 
