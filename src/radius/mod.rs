@@ -70,6 +70,7 @@ pub mod codec;
 pub mod dedup;
 pub mod encode;
 pub mod mapping;
+pub mod mmsg;
 pub mod request;
 pub mod vsa;
 

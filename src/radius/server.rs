@@ -4,6 +4,7 @@
 //! One UDP socket per port (auth, accounting), each with a large receive buffer
 //! (`radius.recv_buffer_bytes`, `SO_RCVBUFFORCE` when the process may, else `SO_RCVBUF`
 //! within `net.core.rmem_max`) and `radius.workers` receive tasks sharing it. A receive task
+//! takes what is queued in batches ([`RecvBatch`]: one `recvmmsg` for up to 32 datagrams) and
 //! does only the cheap, bounded work of the calling contract in [`crate::radius`]: client lookup,
 //! [`Request::decode`] (framing and HMAC-MD5), the duplicate cache, and the answers that need no
 //! engine (Status-Server, "No IMSI", Accounting-On/Off). A decision the engine can make from
@@ -76,12 +77,13 @@ use crate::config::{parse_addr, Config};
 use crate::context::{AuthContext, Decision};
 use crate::engine::Engine;
 use crate::radius::clients::{Client, Clients};
-use crate::radius::codec::{Code, MAX_PACKET_LEN};
+use crate::radius::codec::Code;
 use crate::radius::dedup::{Begin, DedupKey, ResponseCache};
 use crate::radius::mapping::{
     access_context, accounting_context, encode_accounting_response, encode_decision, encode_reject,
     encode_status_response, Accounting,
 };
+use crate::radius::mmsg::{RecvBatch, SendBatch};
 use crate::radius::request::{Disposition, Port, Request, RequestError, RequestKind};
 use crate::radius::EncodeError;
 use crate::telemetry::Handles;
@@ -448,19 +450,24 @@ struct PortShell {
 
 impl PortShell {
     async fn receive_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut buf = vec![0u8; MAX_PACKET_LEN];
+        let mut batch = RecvBatch::default();
+        // Answers decided on this task, sent once per received batch.
+        let mut out = SendBatch::default();
         // True after a permit wait timed out, until a permit is free again (see module docs).
         let mut shedding = false;
         loop {
             let received = tokio::select! {
                 biased;
                 _ = stop.wait_for(|&s| s) => break,
-                r = self.socket.recv_from(&mut buf) => r,
+                r = batch.recv(&self.socket) => r,
             };
             match received {
-                Ok((n, src)) => {
-                    let datagram = buf.get(..n).unwrap_or_default();
-                    self.handle_datagram(datagram, src, &mut shedding).await;
+                Ok(_) => {
+                    for (datagram, src) in batch.datagrams() {
+                        self.handle_datagram(datagram, src, &mut shedding, &mut out)
+                            .await;
+                    }
+                    self.flush(&mut out).await;
                 }
                 Err(e) => {
                     tracing::debug!(port = %self.port, error = %e, "RADIUS receive error");
@@ -476,6 +483,7 @@ impl PortShell {
         datagram: &[u8],
         src: SocketAddr,
         shedding: &mut bool,
+        out: &mut SendBatch,
     ) {
         let code = datagram
             .first()
@@ -511,7 +519,7 @@ impl PortShell {
                 metrics::counter!("imei_lockd_radius_duplicates_total",
                     "port" => self.port.as_str())
                 .increment(1);
-                self.send(&bytes, src).await;
+                out.push(bytes, src);
                 return;
             }
             Seen::InProgress => {
@@ -523,15 +531,19 @@ impl PortShell {
         match req.kind() {
             RequestKind::Status => {
                 let r = encode_status_response(&req, client.secret());
-                self.finish(key, src, r.map(|b| (b, Answer::Status))).await;
+                self.finish(key, src, r.map(|b| (b, Answer::Status)), Some(out))
+                    .await;
             }
             RequestKind::Access => match access_context(&req, &client.name, src) {
-                Ok(ctx) => self.evaluate(key, src, &req, ctx, client, shedding).await,
+                Ok(ctx) => {
+                    self.evaluate(key, src, &req, ctx, client, shedding, out)
+                        .await;
+                }
                 Err(e) => match e.disposition() {
                     Disposition::Reject(message) => {
                         let r = encode_reject(&req, message, client.secret());
-                        self.finish(key, src, r.map(|b| (b, Answer::AccessReject)))
-                            .await;
+                        let r = r.map(|b| (b, Answer::AccessReject));
+                        self.finish(key, src, r, Some(out)).await;
                     }
                     Disposition::SilentDrop => {
                         self.cache.abandon(&key);
@@ -541,12 +553,13 @@ impl PortShell {
             },
             RequestKind::Accounting => match accounting_context(&req, &client.name, src) {
                 Ok(Accounting::Session(ctx)) => {
-                    self.evaluate(key, src, &req, ctx, client, shedding).await;
+                    self.evaluate(key, src, &req, ctx, client, shedding, out)
+                        .await;
                 }
                 Ok(Accounting::AnswerOnly(_)) => {
                     let r = encode_accounting_response(&req, client.secret());
-                    self.finish(key, src, r.map(|b| (b, Answer::AccountingResponse)))
-                        .await;
+                    let r = r.map(|b| (b, Answer::AccountingResponse));
+                    self.finish(key, src, r, Some(out)).await;
                 }
                 Err(e) => {
                     self.cache.abandon(&key);
@@ -559,6 +572,9 @@ impl PortShell {
     /// Decides a request: here when the engine can from memory
     /// ([`Engine::decide_in_memory`]), else on the blocking pool once a permit is free (see the module docs for the wait and
     /// shedding).
+    // The receive task's own state (shedding flag, answer batch) is passed alongside the
+    // request; bundling them would only move the count.
+    #[allow(clippy::too_many_arguments)]
     async fn evaluate(
         self: &Arc<Self>,
         key: DedupKey,
@@ -567,18 +583,21 @@ impl PortShell {
         ctx: AuthContext,
         client: &Arc<Client>,
         shedding: &mut bool,
+        out: &mut SendBatch,
     ) {
         if let Some(decided) = self.engine.decide_in_memory(&ctx) {
             let outcome = decided
                 .map_err(|_| Failure::Engine)
                 .and_then(|d| encode_answer(req, &d, client.secret()));
-            self.finish_evaluated(key, src, outcome).await;
+            self.finish_evaluated(key, src, outcome, Some(out)).await;
             return;
         }
         let permit = match self.in_flight.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) if *shedding => None,
             Err(_) => {
+                // Answers already made go out before this task waits.
+                self.flush(out).await;
                 let wait = self.in_flight.clone().acquire_owned();
                 match tokio::time::timeout(OVERLOAD_WAIT, wait).await {
                     Ok(Ok(p)) => Some(p),
@@ -605,7 +624,7 @@ impl PortShell {
                 tokio::task::spawn_blocking(move || decide_and_encode(&engine, port, &job))
                     .await
                     .unwrap_or_else(|e| Err(Failure::Task(e.to_string())));
-            shell.finish_evaluated(key, src, outcome).await;
+            shell.finish_evaluated(key, src, outcome, None).await;
             drop(permit);
         });
     }
@@ -615,9 +634,10 @@ impl PortShell {
         key: DedupKey,
         src: SocketAddr,
         outcome: Result<(Vec<u8>, Answer), Failure>,
+        out: Option<&mut SendBatch>,
     ) {
         match outcome {
-            Ok(answer) => self.finish(key, src, Ok(answer)).await,
+            Ok(answer) => self.finish(key, src, Ok(answer), out).await,
             Err(e) => {
                 self.cache.abandon(&key);
                 self.drop_packet(src, e.label(), &e);
@@ -625,12 +645,14 @@ impl PortShell {
         }
     }
 
-    /// Caches and sends an answer, or abandons the request when it could not be encoded.
+    /// Caches and sends an answer (into `out` when given, else at once), or abandons the
+    /// request when it could not be encoded.
     async fn finish(
         &self,
         key: DedupKey,
         src: SocketAddr,
         answer: Result<(Vec<u8>, Answer), EncodeError>,
+        out: Option<&mut SendBatch>,
     ) {
         match answer {
             Ok((bytes, kind)) => {
@@ -644,13 +666,26 @@ impl PortShell {
                     },
                     |c| c.increment(1),
                 );
-                self.send(&bytes, src).await;
+                match out {
+                    Some(out) => out.push(bytes, src),
+                    None => self.send(&bytes, src).await,
+                }
             }
             Err(e) => {
                 self.cache.abandon(&key);
                 tracing::warn!(port = %self.port, %src, error = %e, "cannot encode RADIUS answer");
                 self.drop_packet(src, "encode_error", &e);
             }
+        }
+    }
+
+    /// Sends the answers queued in `out`.
+    async fn flush(&self, out: &mut SendBatch) {
+        if !out.is_empty() {
+            out.flush(&self.socket, |dst, e| {
+                self.drop_packet(dst, "send_error", &e)
+            })
+            .await;
         }
     }
 
