@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::time::Duration;
 
 use serde_json::json;
@@ -41,32 +40,20 @@ fn diameter_answers_3004_beyond_the_in_flight_cap() {
     // 64 engine calls at a time, 300 ms each (the write of the binding): the first 256 stay in
     // flight for over a second,
     // far longer than the whole pipeline takes to arrive.
-    let mut blob = Vec::new();
-    let mut want = HashSet::new();
-    for i in 0..n {
-        let (hbh, b) = c.stamp(ccr(
+    let msgs = (0..n).map(|i| {
+        ccr(
             &format!("busy;{i}"),
             PCEF,
             1,
             &format!("00104{i:010}"),
             Some(IMEI_A),
-        ));
-        want.insert(hbh);
-        blob.extend_from_slice(&b);
-    }
+        )
+    });
     c.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut w = c.s.try_clone().unwrap();
-    let writer = std::thread::spawn(move || w.write_all(&blob).unwrap());
     let mut codes = BTreeMap::new();
-    while !want.is_empty() {
-        let a = c.read();
-        if a.is_request() {
-            continue;
-        }
-        assert!(want.remove(&a.header.hop_by_hop), "unexpected answer");
+    for (_, a) in c.pipeline(msgs.collect()) {
         *codes.entry(a.result_code().map(|r| r.0)).or_insert(0usize) += 1;
     }
-    writer.join().unwrap();
     println!("{n} pipelined CCRs, slow store: answers by Result-Code {codes:?}");
     let busy = codes.get(&Some(3004)).copied().unwrap_or(0);
     let judged = codes.get(&Some(2001)).copied().unwrap_or(0);
@@ -199,41 +186,25 @@ fn diameter_store_reads_are_bounded_while_memory_decisions_flow() {
     let a = c.call(ccr("mem;bind", PCEF, 1, bound, Some(IMEI_A)));
     assert_eq!(a.result_code(), Some(ResultCode::SUCCESS), "binds");
     let unknown = cap + 200;
-    let mut blob = Vec::new();
-    let mut kind = BTreeMap::new();
+    let mut msgs = Vec::new();
+    let mut kinds = Vec::new();
     for i in 0..unknown {
-        let (hbh, b) = c.stamp(ccr(
-            &format!("unknown;{i}"),
-            PCEF,
-            1,
-            &format!("00199{i:010}"),
-            Some(IMEI_A),
-        ));
-        kind.insert(hbh, "unknown");
-        blob.extend_from_slice(&b);
+        let imsi = format!("00199{i:010}");
+        msgs.push(ccr(&format!("unknown;{i}"), PCEF, 1, &imsi, Some(IMEI_A)));
+        kinds.push("unknown");
         if i % 4 == 0 {
-            let (hbh, b) = c.stamp(ccr(&format!("mem;{i}"), PCEF, 1, bound, Some(IMEI_A)));
-            kind.insert(hbh, "memory");
-            blob.extend_from_slice(&b);
+            msgs.push(ccr(&format!("mem;{i}"), PCEF, 1, bound, Some(IMEI_A)));
+            kinds.push("memory");
         }
     }
-    let matches = kind.values().filter(|k| **k == "memory").count();
+    let matches = kinds.iter().filter(|k| **k == "memory").count();
     c.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut w = c.s.try_clone().unwrap();
-    let writer = std::thread::spawn(move || w.write_all(&blob).unwrap());
     // Answers in arrival order: (kind, Result-Code).
-    let mut order = Vec::new();
-    while !kind.is_empty() {
-        let a = c.read();
-        if a.is_request() {
-            continue;
-        }
-        let k = kind
-            .remove(&a.header.hop_by_hop)
-            .expect("an answer to a request sent");
-        order.push((k, a.result_code().map(|r| r.0)));
-    }
-    writer.join().unwrap();
+    let order: Vec<_> = c
+        .pipeline(msgs)
+        .into_iter()
+        .map(|(i, a)| (kinds[i], a.result_code().map(|r| r.0)))
+        .collect();
     let count = |k: &str, code: u32| {
         order
             .iter()

@@ -150,6 +150,34 @@ impl Raw {
         (self.hbh, m.encode().unwrap())
     }
 
+    /// Sends `msgs` pipelined (written from another thread: the daemon stops reading while its
+    /// answers are not read) and returns every answer in arrival order, each with the index in
+    /// `msgs` of the request it answers; the daemon's own requests (DWR) are skipped.
+    pub fn pipeline(&mut self, msgs: Vec<Message>) -> Vec<(usize, Message)> {
+        let mut blob = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for (i, m) in msgs.into_iter().enumerate() {
+            let (hbh, b) = self.stamp(m);
+            index.insert(hbh, i);
+            blob.extend_from_slice(&b);
+        }
+        let mut w = self.s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || w.write_all(&blob).unwrap());
+        let mut answers = Vec::new();
+        while !index.is_empty() {
+            let a = self.read();
+            if a.is_request() {
+                continue;
+            }
+            let i = index
+                .remove(&a.header.hop_by_hop)
+                .expect("unexpected answer");
+            answers.push((i, a));
+        }
+        writer.join().unwrap();
+        answers
+    }
+
     pub fn call(&mut self, m: Message) -> Message {
         let (hbh, b) = self.stamp(m);
         self.send_bytes(&b);
