@@ -97,6 +97,13 @@ impl DuplicateCache {
         }
         let expires = now + self.ttl;
         self.order.push_back((key.clone(), expires));
+        // Records of abandoned entries stay in `order` until their expiry; bound them (under
+        // overload every shed request is abandoned, which would keep a TTL's worth of them).
+        if self.order.len() > 2 * self.capacity + 2 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(k, exp)| entries.get(k).is_some_and(|e| e.expires == *exp));
+        }
         self.entries.insert(
             key,
             Entry {
@@ -188,5 +195,25 @@ mod tests {
         assert_eq!(c.check(t0, "p", 4, 0), Lookup::InFlight);
         c.abandon("p", 4);
         assert_eq!(c.check(t0, "p", 4, 0), Lookup::New);
+    }
+
+    /// Abandoned requests (shed under overload) leave no unbounded trail of order records.
+    #[test]
+    fn order_stays_bounded_when_requests_are_abandoned() {
+        let t0 = Instant::now();
+        let mut c = DuplicateCache::new(4, Duration::from_secs(240));
+        for e in 0..10_000 {
+            assert_eq!(c.check(t0, "p", e, 0), Lookup::New);
+            c.abandon("p", e);
+        }
+        assert!(c.is_empty());
+        assert!(c.order.len() <= 2 * 4 + 2, "{}", c.order.len());
+        // Live entries are still evicted oldest first.
+        for e in 0..6 {
+            assert_eq!(c.check(t0, "p", 100_000 + e, 0), Lookup::New);
+        }
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.check(t0, "p", 100_005, 0), Lookup::InFlight);
+        assert_eq!(c.check(t0, "p", 100_000, 0), Lookup::New);
     }
 }
