@@ -394,6 +394,64 @@ fn radius_flood_from_an_unknown_source_is_counted_and_the_client_still_answered(
     assert_eq!(lines, 1, "{}", d.log_text());
 }
 
+/// A RADIUS flood that never lets the socket empty must not take the daemon's worker threads:
+/// meanwhile a Diameter peer connects (CER/CEA), is answered a CCR, and the API answers, each
+/// within a second.
+#[test]
+fn sustained_radius_flood_does_not_starve_diameter_or_the_api() {
+    let d = Daemon::start(&peers());
+    let imsi = "001010000007701";
+    d.api().put_sim(imsi, json!({"imei_management": "lock"}));
+    let port = d.ports.radius_auth;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2u32)
+        .map(|k| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // Unknown sources (127.0.0.4/5): each datagram is a cheap drop, so the flood
+                // outruns nothing but the receive loop itself.
+                let s = udp(&format!("127.0.0.{}:0", 4 + k), Duration::from_millis(100));
+                let pkt = access_request(1, [k as u8; 16], imsi, Some(IMEI_A), SECRET, true);
+                let mut sent = 0u64;
+                // At most 5 s, so that a starved daemon recovers and the test fails, not hangs.
+                let until = Instant::now() + Duration::from_secs(5);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                    for _ in 0..256 {
+                        let _ = s.send_to(&pkt, ("127.0.0.1", port));
+                    }
+                    sent += 256;
+                }
+                sent
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let mut c = Raw::connect(&d, PCEF);
+    let cea = t0.elapsed();
+    let a = c.call(ccr(&format!("flood;{imsi}"), PCEF, 1, imsi, Some(IMEI_A)));
+    let cca = t0.elapsed() - cea;
+    let t1 = Instant::now();
+    let sim = d.api().sim(imsi);
+    let api = t1.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent: u64 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    let m = metrics_text(&d);
+    let dropped = counter(&m, "imei_lockd_radius_drops_total", &[]);
+    println!(
+        "flood of {sent} datagrams ({dropped} counted as drops): CEA after {cea:?}, CCA after \
+         {cca:?}, API after {api:?}"
+    );
+    assert!(dropped > 10_000.0, "the flood reached the daemon: {m}");
+    assert_eq!(a.result_code(), Some(ResultCode::SUCCESS), "CCR-I");
+    assert_eq!(sim["bound_imei"], &IMEI_A[..14]);
+    let limit = Duration::from_secs(1);
+    assert!(
+        cea < limit && cca < limit && api < limit,
+        "{cea:?} {cca:?} {api:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // API
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use common::diameter::{ccr, Raw};
-use common::radius::{access_request, udp, SECRET};
-use common::{counter, metrics_text, wait_metrics, Daemon};
+use common::radius::{access_request, socket_drops, udp, SECRET};
+use common::{counter, metrics_text, wait_metrics, Daemon, Keys};
 use imei_lockd::diameter::codec::ResultCode;
 
 const PCEF: &str = "pcef.localdomain";
@@ -305,4 +305,69 @@ fn radius_store_reads_are_bounded_while_memory_decisions_flow() {
     assert_eq!(codes.get(&(false, 2)).copied(), Some(matches), "{codes:?}");
     assert_eq!(answered_unknown + dropped, unknown, "{codes:?} {m}");
     assert!(dropped > 0 && answered_unknown > 0, "{codes:?}");
+}
+
+/// Datagrams the kernel drops because the socket's receive buffer is full (here: a 4 KiB buffer
+/// while the receive task waits for an evaluation permit) are counted as `receive_buffer` drops,
+/// exactly as many as the kernel reports for the socket: every request is accounted for, as
+/// answered, `overload` or `receive_buffer`.
+#[test]
+fn radius_kernel_drops_are_counted() {
+    let keys = Keys {
+        radius: "recv_buffer_bytes = 4096",
+        ..Keys::default()
+    };
+    let d = Daemon::start_with_keys(&keys, "", &[("IMEI_LOCKD_TEST_STORE_DELAY_MS", "1000")]);
+    let port = d.ports.radius_auth;
+    if socket_drops(port).is_none() {
+        eprintln!("no /proc/net/udp entry for the RADIUS port here: skipped");
+        return;
+    }
+    let sent = 600usize;
+    let sim = |id: usize| format!("00103{id:010}");
+    d.api().import_locked((0..sent).map(sim));
+    let s = udp("127.0.0.1:0", Duration::from_millis(3000));
+    for id in 0..sent {
+        let mut auth = [0u8; 16];
+        auth[..8].copy_from_slice(&(id as u64).to_be_bytes());
+        let p = access_request(id as u8, auth, &sim(id), Some(IMEI_A), SECRET, true);
+        s.send_to(&p, ("127.0.0.1", port)).unwrap();
+    }
+    let mut answered = 0usize;
+    let mut buf = [0u8; 4096];
+    while let Ok((n, _)) = s.recv_from(&mut buf) {
+        assert!(n >= 20 && buf[0] == 2, "Access-Accept");
+        answered += 1;
+    }
+    // The kernel tells its count with the next datagram received: one more request, answered.
+    let bound = "001030000009999";
+    d.api().put_sim(bound, json!({"imei_management": "lock"}));
+    let a = common::radius::exchange(
+        &s,
+        port,
+        &access_request(1, [0xee; 16], bound, Some(IMEI_A), SECRET, true),
+    )
+    .expect("answer");
+    assert_eq!(a[0], 2, "Access-Accept");
+    let kernel = socket_drops(port).unwrap() as usize;
+    let m = metrics_text(&d);
+    let counted = |reason: &str| {
+        counter(
+            &m,
+            "imei_lockd_radius_drops_total",
+            &[&format!("reason=\"{reason}\"")],
+        ) as usize
+    };
+    let (overload, receive_buffer) = (counted("overload"), counted("receive_buffer"));
+    println!(
+        "{sent} requests, 4 KiB buffer, slow store: {answered} answered, {overload} overload, \
+         {receive_buffer} receive_buffer (kernel: {kernel})"
+    );
+    assert!(kernel > 0, "the burst overflowed the buffer");
+    assert_eq!(receive_buffer, kernel, "{m}");
+    assert_eq!(answered + overload + receive_buffer, sent, "{m}");
+    assert!(d
+        .log_text()
+        .lines()
+        .any(|l| l.contains("dropped by the kernel") && l.contains("receive buffer")));
 }

@@ -94,11 +94,20 @@ pub struct Daemon {
 
 /// The configuration a test daemon runs with; `extra` is appended (more sections or tables).
 pub fn config_text(dir: &Path, ports: &Ports, extra: &str) -> String {
-    config_text_with_node(dir, ports, "", extra)
+    config_text_with_keys(dir, ports, &Keys::default(), extra)
 }
 
-/// [`config_text`] with more `[node]` keys (`node`, one `key = value` per line).
-pub fn config_text_with_node(dir: &Path, ports: &Ports, node: &str, extra: &str) -> String {
+/// More keys for the tables [`config_text`] writes itself (one `key = value` per line), which
+/// `extra` cannot reopen.
+#[derive(Clone, Copy, Default)]
+pub struct Keys<'a> {
+    pub node: &'a str,
+    pub radius: &'a str,
+}
+
+/// [`config_text`] with more `[node]` and `[radius]` keys.
+pub fn config_text_with_keys(dir: &Path, ports: &Ports, keys: &Keys, extra: &str) -> String {
+    let Keys { node, radius } = keys;
     format!(
         r#"
 [node]
@@ -114,6 +123,7 @@ unknown_sim = "reject"
 auth_listen = "127.0.0.1:{ra}"
 acct_listen = "127.0.0.1:{rc}"
 missing_imei = "reject"
+{radius}
 [[radius.clients]]
 name = "local"
 address = "127.0.0.1/32"
@@ -152,17 +162,17 @@ impl Daemon {
     }
 
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_with_node("", extra, env)
+        Self::start_with_keys(&Keys::default(), extra, env)
     }
 
-    /// [`Daemon::start_with_env`] with more `[node]` keys (see [`config_text_with_node`]).
-    pub fn start_with_node(node: &str, extra: &str, env: &[(&str, &str)]) -> Self {
+    /// [`Daemon::start_with_env`] with more `[node]`/`[radius]` keys (see [`Keys`]).
+    pub fn start_with_keys(keys: &Keys, extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports::new();
         let config = dir.path().join("imei-lockd.toml");
         std::fs::write(
             &config,
-            config_text_with_node(dir.path(), &ports, node, extra),
+            config_text_with_keys(dir.path(), &ports, keys, extra),
         )
         .unwrap();
         let log = dir.path().join("daemon.log");

@@ -69,6 +69,22 @@ pub fn exchange(s: &UdpSocket, port: u16, pkt: &[u8]) -> Option<Vec<u8>> {
     s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
 }
 
+/// The kernel's drop count of the UDP socket bound to local `port` (the `drops` column of
+/// /proc/net/udp, Linux; IPv4 sockets only).
+pub fn socket_drops(port: u16) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let port = format!(":{port:04X}");
+    text.lines().skip(1).find_map(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        let local = fields.get(1)?;
+        if local.ends_with(&port) {
+            fields.last()?.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
 /// `RcvbufErrors` of the Udp line in /proc/net/snmp (Linux).
 pub fn rcvbuf_errors() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/net/snmp").ok()?;

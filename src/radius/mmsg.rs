@@ -8,6 +8,11 @@
 //! task still sleeps on the reactor when the socket is empty; the answers decided on the receive
 //! task go into a [`SendBatch`], flushed once per batch. Other systems than Linux fall back to
 //! one datagram per call.
+//!
+//! Datagrams the kernel dropped because the socket's receive buffer was full never reach us;
+//! with [`enable_drop_count`] (`SO_RXQ_OVFL`) each datagram received after such a drop carries
+//! the socket's drop count so far, which [`RecvBatch::kernel_drops`] returns, so the shell can
+//! count them as its own drops rather than leave them to `/proc/net/snmp`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,6 +25,41 @@ use crate::radius::codec::MAX_PACKET_LEN;
 /// Datagrams taken per receive call at most.
 pub const RECV_BATCH: usize = 32;
 
+/// Control-message space per datagram: one `SO_RXQ_OVFL` message (`CMSG_SPACE(4)`, 24 octets
+/// on 64-bit Linux) with room to spare; `u64` for the alignment `cmsghdr` needs.
+const CONTROL_WORDS: usize = 8;
+
+/// Asks the kernel to attach the socket's drop count to received datagrams (`SO_RXQ_OVFL`).
+///
+/// # Errors
+/// The `setsockopt` error; other systems than Linux: `Unsupported`.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn enable_drop_count(socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is open for the call (borrowed); the value points to a live c_int
+    // whose size is passed as the option length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RXQ_OVFL,
+            std::ptr::from_ref(&on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn enable_drop_count<T>(_socket: &T) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// Buffers for one batch: [`RECV_BATCH`] datagrams of up to [`MAX_PACKET_LEN`] octets (a longer
 /// datagram is cut there, as a single `recvfrom` into that buffer would cut it).
 pub struct RecvBatch {
@@ -27,6 +67,11 @@ pub struct RecvBatch {
     lens: [usize; RECV_BATCH],
     srcs: [Option<SocketAddr>; RECV_BATCH],
     count: usize,
+    /// Per datagram, the space for its control messages.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    control: Box<[[u64; CONTROL_WORDS]; RECV_BATCH]>,
+    /// The socket's drop count carried by the last datagram of the batch that carried one.
+    drops: Option<u32>,
 }
 
 impl Default for RecvBatch {
@@ -36,6 +81,8 @@ impl Default for RecvBatch {
             lens: [0; RECV_BATCH],
             srcs: [None; RECV_BATCH],
             count: 0,
+            control: Box::new([[0; CONTROL_WORDS]; RECV_BATCH]),
+            drops: None,
         }
     }
 }
@@ -70,6 +117,14 @@ impl RecvBatch {
         })
     }
 
+    /// The number of datagrams the kernel has dropped on this socket since it was opened
+    /// (receive buffer full), as carried by the last batch: `None` when no datagram of the batch
+    /// carried a count (none dropped yet, or [`enable_drop_count`] not set). The count is the
+    /// kernel's `u32`: it wraps.
+    pub fn kernel_drops(&self) -> Option<u32> {
+        self.drops
+    }
+
     #[cfg(target_os = "linux")]
     #[allow(unsafe_code)]
     fn recv_now(&mut self, socket: &UdpSocket) -> io::Result<usize> {
@@ -80,7 +135,12 @@ impl RecvBatch {
         let mut iovs: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
         let mut msgs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
         let addr_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        for (i, chunk) in self.bufs.chunks_exact_mut(MAX_PACKET_LEN).enumerate() {
+        for (i, (chunk, control)) in self
+            .bufs
+            .chunks_exact_mut(MAX_PACKET_LEN)
+            .zip(self.control.iter_mut())
+            .enumerate()
+        {
             let (Some(iov), Some(msg), Some(addr)) =
                 (iovs.get_mut(i), msgs.get_mut(i), addrs.get_mut(i))
             else {
@@ -92,11 +152,14 @@ impl RecvBatch {
             msg.msg_hdr.msg_namelen = addr_len;
             msg.msg_hdr.msg_iov = std::ptr::from_mut(iov);
             msg.msg_hdr.msg_iovlen = 1;
+            msg.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            msg.msg_hdr.msg_controllen = std::mem::size_of_val(control);
         }
         // SAFETY: the descriptor is open (borrowed from `socket`) for the call; each of the
-        // RECV_BATCH headers points at its own live sockaddr_storage (length passed) and at one
-        // iovec covering its own MAX_PACKET_LEN slice of `self.bufs`, all of which outlive the
-        // call; recvmmsg writes only inside those.
+        // RECV_BATCH headers points at its own live sockaddr_storage (length passed), at one
+        // iovec covering its own MAX_PACKET_LEN slice of `self.bufs` and at its own control
+        // buffer (length passed), all of which outlive the call; recvmmsg writes only inside
+        // those.
         let rc = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
@@ -115,6 +178,11 @@ impl RecvBatch {
                 *len = msg.msg_len as usize;
                 *src = socket_addr(addr, msg.msg_hdr.msg_namelen);
             }
+            // SAFETY: recvmmsg filled this header's control buffer and set its msg_controllen
+            // (at most the buffer's length); the buffer is alive and unchanged.
+            if let Some(d) = unsafe { drop_count(&msg.msg_hdr) } {
+                self.drops = Some(d);
+            }
         }
         Ok(n.min(RECV_BATCH))
     }
@@ -127,6 +195,36 @@ impl RecvBatch {
         self.srcs[0] = Some(src);
         Ok(1)
     }
+}
+
+/// The `SO_RXQ_OVFL` count among the control messages of a received header.
+///
+/// # Safety
+/// `hdr.msg_control`/`msg_controllen` describe a live buffer filled by the kernel.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+unsafe fn drop_count(hdr: &libc::msghdr) -> Option<u32> {
+    if hdr.msg_control.is_null() || hdr.msg_controllen == 0 {
+        return None;
+    }
+    let mut found = None;
+    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR stay within msg_controllen (they return null past it);
+    // each header they return lies in the buffer, and CMSG_DATA of an SO_RXQ_OVFL message whose
+    // length covers four octets points at those four octets (read unaligned).
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            let h = &*c;
+            if h.cmsg_level == libc::SOL_SOCKET
+                && h.cmsg_type == libc::SO_RXQ_OVFL
+                && h.cmsg_len as usize >= libc::CMSG_LEN(4) as usize
+            {
+                found = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    found
 }
 
 /// Answers waiting to be sent together (at most [`RECV_BATCH`] between flushes in practice).
@@ -323,6 +421,43 @@ mod tests {
         batch.recv(&server).await.unwrap();
         let got: Vec<_> = batch.datagrams().map(|(d, s)| (d.to_vec(), s)).collect();
         assert_eq!(got, vec![(b"six".to_vec(), c.local_addr().unwrap())]);
+    }
+
+    /// Datagrams sent into a full receive buffer are lost; the next one received carries the
+    /// socket's drop count, which equals what was sent and not received.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn reports_the_kernel_drop_count() {
+        let sock = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        sock.set_recv_buffer_size(1).unwrap(); // the kernel's minimum, a few datagrams
+        sock.set_nonblocking(true).unwrap();
+        sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        enable_drop_count(&sock).unwrap();
+        let server = UdpSocket::from_std(sock.into()).unwrap();
+        let to = server.local_addr().unwrap();
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sent = 200u32;
+        for i in 0..sent {
+            c.send_to(&[i as u8; 512], to).unwrap();
+        }
+        let mut batch = RecvBatch::default();
+        let mut received = 0u32;
+        let drain = |batch: &mut RecvBatch| batch.recv_now(&server).map(|n| n as u32);
+        while let Ok(n) = drain(&mut batch) {
+            received += n;
+        }
+        assert!(received > 0 && received < sent, "received {received}");
+        // The datagrams queued before the drops carry no count; one sent now does.
+        c.send_to(b"after", to).unwrap();
+        assert_eq!(batch.recv(&server).await.unwrap(), 1);
+        received += 1;
+        assert_eq!(batch.kernel_drops(), Some(sent + 1 - received));
     }
 
     #[tokio::test]

@@ -19,7 +19,9 @@
 //! receive buffer, which is what the buffer is for); if none frees up, the task *sheds*: it drops
 //! every request that finds no free permit at once, counted as `overload` (the client
 //! retransmits), until a permit is free again. A persistently slow engine thus costs one wait,
-//! not one wait per packet.
+//! not one wait per packet. After each batch the task spends one unit of tokio's cooperative
+//! budget per datagram ([`tokio::task::consume_budget`]): readiness waits and `try_io` spend
+//! none, so without it a socket that never empties would keep a worker thread for ever.
 //!
 //! # Why several tasks on one socket, not `SO_REUSEPORT`
 //! - The kernel spreads `SO_REUSEPORT` sockets by a hash of the 4-tuple. A GGSN/P-GW sends from
@@ -43,7 +45,10 @@
 //! Every discard is silent on the wire (RFC 2865 §3) and counted in
 //! `imei_lockd_radius_drops_total{reason}`: `unknown_client`, the [`RequestError`] labels,
 //! `duplicate_in_progress`, `overload`, `engine_error` (store failure: no answer, the client
-//! retransmits, never an accept), `encode_error`, `send_error`. Drops are logged at debug, at most
+//! retransmits, never an accept), `encode_error`, `send_error`, and `receive_buffer`: datagrams
+//! the kernel dropped because the socket's receive buffer was full (the daemon is behind: CPU
+//! bound, or a burst longer than the buffer), learnt from `SO_RXQ_OVFL` and warned about at most
+//! once per [`LOG_INTERVAL`] per port. Drops are logged at debug, at most
 //! one line per (source address, reason) per [`LOG_INTERVAL`].
 //!
 //! # Metrics
@@ -63,6 +68,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,6 +170,7 @@ impl RadiusService {
                 cache: DedupShards::new(self.window),
                 in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)),
                 limiter: limiter.clone(),
+                kernel_drops: AtomicU32::new(0),
             })
         });
         let mut loops = JoinSet::new();
@@ -229,6 +236,9 @@ fn bind_udp(key: &str, value: &str, recv_buffer: usize) -> Result<UdpSocket, Str
     let sock =
         Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(fail)?;
     set_recv_buffer(&sock, key, recv_buffer);
+    if let Err(e) = crate::radius::mmsg::enable_drop_count(&sock) {
+        tracing::debug!(key, error = %e, "SO_RXQ_OVFL not available: kernel drops not counted");
+    }
     sock.set_nonblocking(true).map_err(fail)?;
     sock.bind(&addr.into()).map_err(fail)?;
     UdpSocket::from_std(sock.into()).map_err(fail)
@@ -446,6 +456,8 @@ struct PortShell {
     /// Permits for evaluations in flight ([`MAX_IN_FLIGHT`]); `run` takes them all back to drain.
     in_flight: Arc<Semaphore>,
     limiter: Arc<LogLimiter>,
+    /// The socket's kernel drop count already counted as `receive_buffer` drops.
+    kernel_drops: AtomicU32,
 }
 
 impl PortShell {
@@ -462,12 +474,21 @@ impl PortShell {
                 r = batch.recv(&self.socket) => r,
             };
             match received {
-                Ok(_) => {
+                Ok(n) => {
+                    if let Some(seen) = batch.kernel_drops() {
+                        self.count_kernel_drops(seen);
+                    }
                     for (datagram, src) in batch.datagrams() {
                         self.handle_datagram(datagram, src, &mut shedding, &mut out)
                             .await;
                     }
                     self.flush(&mut out).await;
+                    // tokio's cooperative budget, one unit per datagram: readiness and `try_io`
+                    // consume none, so on a socket that never empties this task would keep its
+                    // worker thread for ever and starve Diameter, the API and the timers.
+                    for _ in 0..n {
+                        tokio::task::consume_budget().await;
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(port = %self.port, error = %e, "RADIUS receive error");
@@ -692,6 +713,48 @@ impl PortShell {
     async fn send(&self, bytes: &[u8], dst: SocketAddr) {
         if let Err(e) = self.socket.send_to(bytes, dst).await {
             self.drop_packet(dst, "send_error", &e);
+        }
+    }
+
+    /// Counts the datagrams the kernel dropped since the last count (`seen` is the socket's
+    /// total, see [`RecvBatch::kernel_drops`]; receive tasks may report totals out of order, an
+    /// older one is ignored) and warns, at most once per [`LOG_INTERVAL`].
+    fn count_kernel_drops(&self, seen: u32) {
+        let mut counted = self.kernel_drops.load(Ordering::Relaxed);
+        let new = loop {
+            let new = seen.wrapping_sub(counted);
+            // Zero: nothing new; above half the range: an older total than already counted.
+            if new == 0 || new > u32::MAX / 2 {
+                return;
+            }
+            match self.kernel_drops.compare_exchange_weak(
+                counted,
+                seen,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break new,
+                Err(now) => counted = now,
+            }
+        };
+        static DROPS: Handles<Port, Counter> = Handles::new();
+        DROPS.with(
+            self.port,
+            |port| {
+                metrics::counter!("imei_lockd_radius_drops_total",
+                    "port" => port.as_str(), "reason" => "receive_buffer")
+            },
+            |c| c.increment(u64::from(new)),
+        );
+        let local = self
+            .socket
+            .local_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        if self.limiter.allow(local, "receive_buffer", Instant::now()) {
+            tracing::warn!(port = %self.port, dropped = new, total = seen,
+                "RADIUS datagrams dropped by the kernel: the socket's receive buffer was full \
+                 (the daemon is behind its load; see radius.recv_buffer_bytes and \
+                 radius.workers; further lines for 10 s are not logged)");
         }
     }
 
