@@ -9,6 +9,8 @@
 #   --debug uses the debug build (target/debug), e.g. for a quick CI smoke run with
 #   --seconds 2; --no-build uses the binaries already built (`cargo build --all-targets`).
 #   A benchmark, not a test: it asserts nothing but that the daemon survived.
+# Diagnostics: OVERLOAD_HOOK=CMD runs `CMD <daemon pid>` once, after OVERLOAD_HOOK_AT (default 30)
+#   RSS samples of the overload phase, e.g. a script that attaches gdb and calls malloc_stats().
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -130,10 +132,13 @@ load_gx --duration "$seconds" --rate "$gx_rate" --window 1024 --timeout-ms 2000 
 gx_job=$!
 rss_max=$rss_before
 samples=0
+series=""
 while kill -0 "$radius_job" 2>/dev/null || kill -0 "$gx_job" 2>/dev/null; do
     r=$(rss_kib)
     samples=$((samples + 1))
     [ "$r" -gt "$rss_max" ] && rss_max=$r
+    [ $((samples % 10)) -eq 1 ] && series="$series $((r / 1024))"
+    [ -n "${OVERLOAD_HOOK:-}" ] && [ "$samples" -eq "${OVERLOAD_HOOK_AT:-30}" ] && $OVERLOAD_HOOK "$daemon_pid"
     sleep 1
 done
 wait "$radius_job" "$gx_job"
@@ -141,6 +146,7 @@ rss_end=$(rss_kib)
 kill -0 "$daemon_pid" || { echo "the daemon died"; cat "$work/daemon.log"; exit 1; }
 
 echo "RSS: before ${rss_before} KiB, max ${rss_max} KiB (${samples} samples, 1/s), end ${rss_end} KiB"
+echo "RSS every 10 s (MiB):$series"
 echo "RADIUS drops (overload): $(($(metric imei_lockd_radius_drops_total 'reason="overload"') - drops_before))"
 echo "RADIUS drops by reason (total): $(curl -sf "http://127.0.0.1:$metrics/metrics" |
     grep '^imei_lockd_radius_drops_total' | tr '\n' ' ')"
