@@ -34,17 +34,31 @@ const CONTROL_WORDS: usize = 8;
 /// # Errors
 /// The `setsockopt` error; other systems than Linux: `Unsupported`.
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
 pub fn enable_drop_count(socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
+    set_int_option(socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
+}
+
+/// `setsockopt(2)` of an option whose value is a C `int`, for the options `socket2` does not
+/// offer (`SO_RXQ_OVFL`, `SO_RCVBUFFORCE`).
+///
+/// # Errors
+/// The `setsockopt` error.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)]
+pub(crate) fn set_int_option(
+    socket: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the descriptor is open for the call (borrowed); the value points to a live c_int
     // whose size is passed as the option length.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RXQ_OVFL,
-            std::ptr::from_ref(&on).cast(),
+            level,
+            name,
+            std::ptr::from_ref(&value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

@@ -282,30 +282,10 @@ fn set_recv_buffer(sock: &Socket, key: &str, bytes: usize) {
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-#[allow(unsafe_code)]
 fn set_recv_buffer_force(sock: &Socket, bytes: usize) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let value = libc::c_int::try_from(bytes)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer size too large"))?;
-    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: the descriptor is open for the duration of the call (borrowed from `sock`); the
-    // option value points to a live `c_int` whose size is passed as the option length, which is
-    // what setsockopt(2) reads for SO_RCVBUFFORCE.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            std::ptr::from_ref(&value).cast(),
-            len,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::radius::mmsg::set_int_option(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, value)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
