@@ -84,7 +84,7 @@ pub struct RecvBatch {
     /// Per datagram, the space for its control messages.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     control: Box<[[u64; CONTROL_WORDS]; RECV_BATCH]>,
-    /// The socket's drop count carried by the last datagram of the batch that carried one.
+    /// The socket's drop count carried by the latest datagram that carried one.
     drops: Option<u32>,
 }
 
@@ -132,9 +132,9 @@ impl RecvBatch {
     }
 
     /// The number of datagrams the kernel has dropped on this socket since it was opened
-    /// (receive buffer full), as carried by the last batch: `None` when no datagram of the batch
-    /// carried a count (none dropped yet, or [`enable_drop_count`] not set). The count is the
-    /// kernel's `u32`: it wraps.
+    /// (receive buffer full), as carried by the latest datagram that carried one in this or an
+    /// earlier batch: `None` until one did (none dropped yet, or [`enable_drop_count`] not set).
+    /// The count is the kernel's `u32`: it wraps.
     pub fn kernel_drops(&self) -> Option<u32> {
         self.drops
     }

@@ -726,11 +726,11 @@ impl PortShell {
             },
             |c| c.increment(u64::from(new)),
         );
-        let local = self
-            .socket
-            .local_addr()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        if self.limiter.allow(local, "receive_buffer", Instant::now()) {
+        // The limiter is keyed by (source, reason) and shared by the ports; kernel drops have no
+        // source, so they are keyed by the port's name under the unspecified address (which no
+        // datagram comes from): one line per port per interval, without a getsockname.
+        let key = IpAddr::from([0, 0, 0, 0]);
+        if self.limiter.allow(key, self.port.as_str(), Instant::now()) {
             tracing::warn!(port = %self.port, dropped = new, total = seen,
                 "RADIUS datagrams dropped by the kernel: the socket's receive buffer was full \
                  (the daemon is behind its load; see radius.recv_buffer_bytes and \
