@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use common::diameter::{ccr, Raw};
-use common::radius::{access_request, socket_drops, udp, SECRET};
+use common::radius::{access_request, drops, socket_drops, udp, SECRET};
 use common::{counter, metrics_text, wait_metrics, Daemon, Keys};
 use imei_lockd::diameter::codec::ResultCode;
 
@@ -351,14 +351,10 @@ fn radius_kernel_drops_are_counted() {
     assert_eq!(a[0], 2, "Access-Accept");
     let kernel = socket_drops(port).unwrap() as usize;
     let m = metrics_text(&d);
-    let counted = |reason: &str| {
-        counter(
-            &m,
-            "imei_lockd_radius_drops_total",
-            &[&format!("reason=\"{reason}\"")],
-        ) as usize
-    };
-    let (overload, receive_buffer) = (counted("overload"), counted("receive_buffer"));
+    let (overload, receive_buffer) = (
+        drops(&m, "overload") as usize,
+        drops(&m, "receive_buffer") as usize,
+    );
     println!(
         "{sent} requests, 4 KiB buffer, slow store: {answered} answered, {overload} overload, \
          {receive_buffer} receive_buffer (kernel: {kernel})"

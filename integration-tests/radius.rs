@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use common::radius::{access_request, authenticator, exchange, udp, SECRET};
-use common::Daemon;
+use common::radius::{access_request, authenticator, drops, exchange, udp, SECRET};
+use common::{counter, Daemon};
 use imei_lockd::radius::attr;
 use imei_lockd::radius::encode::encode_accounting_request;
 /// Device A, B, C (IMEISV: TAC + SNR + SVN); the lock keeps TAC + SNR (14 digits).
@@ -166,19 +166,6 @@ fn metrics(d: &Daemon) -> String {
         .unwrap()
         .text()
         .unwrap()
-}
-
-/// Sum of a counter over the series whose labels contain all of `labels` (e.g. `reason="x"`).
-fn counter(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| {
-            l.get(name.len()..)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Raw Access-Request octets: 3GPP-IMSI, User-Name, optional 3GPP-IMEISV; with a
@@ -358,15 +345,8 @@ fn unauthenticated_requests_are_discarded_and_counted() {
     );
 
     let m = metrics(&d);
-    let drops = |reason: &str| {
-        counter(
-            &m,
-            "imei_lockd_radius_drops_total",
-            &[&format!("reason=\"{reason}\"")],
-        )
-    };
-    assert_eq!(drops("missing_message_authenticator"), 2.0, "{m}");
-    assert_eq!(drops("bad_message_authenticator"), 3.0, "{m}");
+    assert_eq!(drops(&m, "missing_message_authenticator"), 2.0, "{m}");
+    assert_eq!(drops(&m, "bad_message_authenticator"), 3.0, "{m}");
 }
 
 #[test]
@@ -382,15 +362,7 @@ fn unknown_source_is_dropped_and_counted() {
     }
     assert_eq!(bound(&d, imsi), None);
     let m = metrics(&d);
-    assert_eq!(
-        counter(
-            &m,
-            "imei_lockd_radius_drops_total",
-            &["reason=\"unknown_client\""]
-        ),
-        3.0,
-        "{m}"
-    );
+    assert_eq!(drops(&m, "unknown_client"), 3.0, "{m}");
     // Logged at debug, once per source per 10 s.
     let log = d.log_text();
     let lines = log

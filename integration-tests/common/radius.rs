@@ -69,6 +69,15 @@ pub fn exchange(s: &UdpSocket, port: u16, pkt: &[u8]) -> Option<Vec<u8>> {
     s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
 }
 
+/// `imei_lockd_radius_drops_total{reason}` summed over the ports, from a metrics text.
+pub fn drops(metrics: &str, reason: &str) -> f64 {
+    super::counter(
+        metrics,
+        "imei_lockd_radius_drops_total",
+        &[&format!("reason=\"{reason}\"")],
+    )
+}
+
 /// The kernel's drop count of the UDP socket bound to local `port` (the `drops` column of
 /// /proc/net/udp, Linux; IPv4 sockets only).
 pub fn socket_drops(port: u16) -> Option<u64> {
