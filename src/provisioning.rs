@@ -504,7 +504,7 @@ impl Provisioner {
         let mut after: Option<Imsi> = None;
         let mut charged = 0;
         loop {
-            let sims = self.store.scan_sims(after.as_ref(), CHUNK)?;
+            let sims = self.store.scan_sims("", after.as_ref(), CHUNK)?;
             let Some(last) = sims.last().map(|s| s.imsi) else {
                 return Ok(charged);
             };

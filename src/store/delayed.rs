@@ -58,8 +58,25 @@ impl Store for Delayed {
         self.inner.sims_of_profile(name, after, limit)
     }
 
-    fn scan_sims(&self, after: Option<&Imsi>, limit: usize) -> Result<Vec<SimRecord>, StoreError> {
-        self.inner.scan_sims(after, limit)
+    fn scan_sims(
+        &self,
+        prefix: &str,
+        after: Option<&Imsi>,
+        limit: usize,
+    ) -> Result<Vec<SimRecord>, StoreError> {
+        self.inner.scan_sims(prefix, after, limit)
+    }
+
+    fn profiles(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProfileRecord>, StoreError> {
+        self.inner.profiles(after, limit)
+    }
+
+    fn profile_member_count(&self, name: &str) -> Result<u64, StoreError> {
+        self.inner.profile_member_count(name)
     }
 
     fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError> {

@@ -70,17 +70,49 @@ impl Store for MemStore {
             .collect())
     }
 
-    fn scan_sims(&self, after: Option<&Imsi>, limit: usize) -> Result<Vec<SimRecord>, StoreError> {
+    fn scan_sims(
+        &self,
+        prefix: &str,
+        after: Option<&Imsi>,
+        limit: usize,
+    ) -> Result<Vec<SimRecord>, StoreError> {
         let st = self.state.lock();
         let mut v: Vec<_> = st
             .sims
             .values()
+            .filter(|s| s.imsi.as_bytes().starts_with(prefix.as_bytes()))
             .filter(|s| after.is_none_or(|a| s.imsi.as_bytes() > a.as_bytes()))
             .cloned()
             .collect();
         v.sort_by(|a, b| a.imsi.as_bytes().cmp(b.imsi.as_bytes()));
         v.truncate(limit);
         Ok(v)
+    }
+
+    fn profiles(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProfileRecord>, StoreError> {
+        let st = self.state.lock();
+        let mut v: Vec<_> = st
+            .profiles
+            .values()
+            .filter(|p| after.is_none_or(|a| p.name.as_bytes() > a.as_bytes()))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        v.truncate(limit);
+        Ok(v)
+    }
+
+    fn profile_member_count(&self, name: &str) -> Result<u64, StoreError> {
+        let st = self.state.lock();
+        Ok(st
+            .sims
+            .values()
+            .filter(|s| s.profile.as_deref() == Some(name))
+            .count() as u64)
     }
 
     fn write(&self, batch: Batch, _durability: Durability) -> Result<(), StoreError> {

@@ -135,8 +135,22 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&Imsi>,
         limit: usize,
     ) -> Result<Vec<Imsi>, StoreError>;
-    /// All SIMs in key order, starting after `after` (bulk scans: billing roll-over).
-    fn scan_sims(&self, after: Option<&Imsi>, limit: usize) -> Result<Vec<SimRecord>, StoreError>;
+    /// SIMs whose IMSI starts with `prefix` (digits; empty: all), in key order (the bytes of
+    /// the IMSI: `12` < `123` < `13`), starting after `after`, as [`Store::sim`] returns them
+    /// (last-seen included). Bulk scans: billing roll-over, the API's SIM list. A SIM written
+    /// during a walk of pages is seen at most once; one that exists throughout, exactly once.
+    fn scan_sims(
+        &self,
+        prefix: &str,
+        after: Option<&Imsi>,
+        limit: usize,
+    ) -> Result<Vec<SimRecord>, StoreError>;
+    /// Profiles in name order (bytes), starting after `after`.
+    fn profiles(&self, after: Option<&str>, limit: usize)
+        -> Result<Vec<ProfileRecord>, StoreError>;
+    /// How many SIMs point at profile `name` (a scan of its member index: proportional to the
+    /// count, for listings, not for the request path).
+    fn profile_member_count(&self, name: &str) -> Result<u64, StoreError>;
     /// Applies a batch atomically.
     fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError>;
 

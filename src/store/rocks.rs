@@ -509,17 +509,61 @@ impl Store for RocksStore {
         Ok(out)
     }
 
-    fn scan_sims(&self, after: Option<&Imsi>, limit: usize) -> Result<Vec<SimRecord>, StoreError> {
-        let start = sim_key_after(after);
-        let rows = self
-            .inner
-            .prefix_scan::<SimRecord>(CF_SIMS, b"", &start, limit + 1)?;
+    fn scan_sims(
+        &self,
+        prefix: &str,
+        after: Option<&Imsi>,
+        limit: usize,
+    ) -> Result<Vec<SimRecord>, StoreError> {
+        let inner = &*self.inner;
+        // Start at the prefix or just after `after`, whichever is later in key order.
+        let after_key = sim_key_after(after);
+        let start: &[u8] = if after_key.as_slice() > prefix.as_bytes() {
+            &after_key
+        } else {
+            prefix.as_bytes()
+        };
+        let rows = inner.prefix_scan::<SimRecord>(CF_SIMS, prefix.as_bytes(), start, limit + 1)?;
         Ok(rows
             .into_iter()
-            .filter(|(k, _)| after.is_none() || **k != *start)
+            .filter(|(k, _)| after.is_none() || **k != *after_key)
             .take(limit)
-            .map(|(_, v)| v)
+            .map(|(_, v)| inner.with_seen(v))
             .collect())
+    }
+
+    fn profiles(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProfileRecord>, StoreError> {
+        let mut v: Vec<_> = self
+            .inner
+            .profiles
+            .read()
+            .values()
+            .filter(|p| after.is_none_or(|a| p.name.as_bytes() > a.as_bytes()))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        v.truncate(limit);
+        Ok(v)
+    }
+
+    fn profile_member_count(&self, name: &str) -> Result<u64, StoreError> {
+        let prefix = keys::member_prefix(name);
+        let cf = self.inner.cf(CF_MEMBERS)?;
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_range(rocksdb::PrefixRange(prefix.as_slice()));
+        let mut it = self.inner.db.raw_iterator_cf_opt(&cf, opts);
+        it.seek(&prefix);
+        let mut n = 0u64;
+        while it.valid() {
+            n += 1;
+            it.next();
+        }
+        it.status().map_err(backend)?;
+        Ok(n)
     }
 
     fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError> {
