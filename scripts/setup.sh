@@ -10,7 +10,7 @@ APT_BUILD=(libclang-dev g++ make)
 # cpio for the SCTP guest (scripts/sctp-guest.sh, which downloads its kernel).
 APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd freeradius
   qemu-system-x86 busybox-static cpio)
-PIP_TEST=(python-diameter==0.9.0)
+PIP_TEST=(python-diameter==0.9.0 schemathesis==4.32.5)
 
 want=("${APT_BUILD[@]}")
 if [[ "${1:-}" == "--test" ]]; then

@@ -76,6 +76,8 @@ struct Wait {
 enum SimCommand {
     /// Show a SIM.
     Get { imsi: String },
+    /// List SIMs (every page, in IMSI order), filtered: a table, or a JSON array with --json.
+    List(SimFilter),
     /// Create or update a SIM (unset options are left as they are; "none" clears).
     Set {
         imsi: String,
@@ -116,10 +118,49 @@ enum SimCommand {
     },
 }
 
+/// Filters of `sim list` (the query parameters of `GET /v1/sims`).
+#[derive(Args, Debug)]
+struct SimFilter {
+    /// Only SIMs of this service profile.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Only SIMs whose effective value is this: disabled, lock or pairing.
+    #[arg(long)]
+    effective: Option<String>,
+    /// Only SIMs whose own value is this: disabled, lock, pairing, or none (following the
+    /// profile).
+    #[arg(long)]
+    imei_management: Option<String>,
+    /// Only SIMs with (true) or without (false) a bound IMEI.
+    #[arg(long)]
+    bound: Option<bool>,
+    /// Only IMSIs starting with these digits.
+    #[arg(long)]
+    imsi_prefix: Option<String>,
+    /// Only MSISDNs starting with these digits.
+    #[arg(long)]
+    msisdn_prefix: Option<String>,
+    #[command(flatten)]
+    pages: Pages,
+}
+
+/// How much of a list to fetch.
+#[derive(Args, Debug)]
+struct Pages {
+    /// Stop after this many items (default: all).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Start after this cursor (a `next_cursor` the API gave).
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum ProfileCommand {
     /// Show a profile.
     Get { name: String },
+    /// List service profiles with their member counts.
+    List(Pages),
     /// Create or change a profile.
     Set {
         name: String,
@@ -225,6 +266,71 @@ impl Api {
     }
 }
 
+/// Largest page the API serves.
+const PAGE: usize = 1000;
+
+impl Api {
+    /// Every item of a list route from `pages.cursor` on (up to `pages.limit`), following
+    /// `next_cursor`; `query` holds the filters as `(name, value)`.
+    fn list(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        pages: &Pages,
+    ) -> Result<Vec<Value>, Failure> {
+        let mut items = Vec::new();
+        let mut cursor = pages.cursor.clone();
+        let want = pages.limit.unwrap_or(usize::MAX);
+        while items.len() < want {
+            let mut q: Vec<(&str, String)> = query.to_vec();
+            q.push(("limit", (want - items.len()).min(PAGE).to_string()));
+            if let Some(c) = &cursor {
+                q.push(("cursor", c.clone()));
+            }
+            let page = self.json(self.req(reqwest::Method::GET, path).query(&q))?;
+            if let Some(list) = page.get("items").and_then(Value::as_array) {
+                items.extend(list.iter().cloned());
+            }
+            cursor = page
+                .get("next_cursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        items.truncate(want);
+        Ok(items)
+    }
+}
+
+/// Prints `rows` as a table under `columns` (name, JSON field), `-` for null.
+fn print_table(rows: &[Value], columns: &[(&str, &str)]) {
+    let cell = |row: &Value, field: &str| match row.get(field) {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => "-".to_owned(),
+        Some(other) => other.to_string(),
+    };
+    let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.len()).collect();
+    for row in rows {
+        for (w, (_, f)) in widths.iter_mut().zip(columns) {
+            *w = (*w).max(cell(row, f).len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(columns.iter().map(|(h, _)| (*h).to_owned()).collect());
+    for row in rows {
+        line(columns.iter().map(|(_, f)| cell(row, f)).collect());
+    }
+}
+
 fn print_value(v: &Value, as_json: bool) {
     if as_json {
         println!("{v}");
@@ -322,6 +428,55 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .req(M::PUT, &format!("/v1/sims/{imsi}/imei-management"))
                 .json(&json!({ "value": nullable(&value) }));
             api.submit(r, &wait, j)?;
+        }
+        Command::Sim(SimCommand::List(f)) => {
+            let mut q = Vec::new();
+            for (name, value) in [
+                ("profile", f.profile),
+                ("effective", f.effective),
+                ("imei_management", f.imei_management),
+                ("bound", f.bound.map(|b| b.to_string())),
+                ("imsi_prefix", f.imsi_prefix),
+                ("msisdn_prefix", f.msisdn_prefix),
+            ] {
+                if let Some(v) = value {
+                    q.push((name, v));
+                }
+            }
+            let items = api.list("/v1/sims", &q, &f.pages)?;
+            if j {
+                println!("{}", Value::Array(items));
+            } else {
+                print_table(
+                    &items,
+                    &[
+                        ("IMSI", "imsi"),
+                        ("MSISDN", "msisdn"),
+                        ("PROFILE", "profile"),
+                        ("VALUE", "imei_management"),
+                        ("EFFECTIVE", "effective"),
+                        ("BOUND IMEI", "bound_imei"),
+                        ("LAST SEEN IMEI", "last_seen_imei"),
+                        ("LAST SEEN AT", "last_seen_at"),
+                    ],
+                );
+            }
+        }
+        Command::Profile(ProfileCommand::List(pages)) => {
+            let items = api.list("/v1/profiles", &[], &pages)?;
+            if j {
+                println!("{}", Value::Array(items));
+            } else {
+                print_table(
+                    &items,
+                    &[
+                        ("NAME", "name"),
+                        ("VALUE", "imei_management"),
+                        ("LOCK FEE", "lock_fee"),
+                        ("SIMS", "sims"),
+                    ],
+                );
+            }
         }
         Command::Profile(ProfileCommand::Get { name }) => {
             let v = api.json(api.req(M::GET, &format!("/v1/profiles/{name}")))?;

@@ -1,0 +1,130 @@
+//! `POST /v1/sims:import`: many SIMs in one provisioning request, from CSV (SPEC §3).
+//!
+//! # Format
+//! `text/csv`, header `imsi,msisdn,profile,imei_management`, one SIM a line; an empty field
+//! leaves it unset; fields are trimmed. A bad line rejects the whole file with a 400 naming the
+//! line (`"field": "line N"`); an unknown profile is a 404 naming the line.
+//!
+//! The import is one request, processed in one go; this module only parses and submits.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+
+use super::error::{ApiError, ApiResult};
+use super::input::{check_content_type, check_msisdn, check_profile_name, BodyKind};
+use super::{accepted, store, Shared};
+use crate::context::Imsi;
+use crate::store::{ImeiManagement, ImportRow, Operation};
+
+/// Largest CSV import accepted (beyond: 413): about 1.5 million rows of
+/// `imsi,msisdn,profile,imei_management`, while a hostile client cannot make one request buffer
+/// more than this.
+pub const IMPORT_LIMIT: usize = 64 * 1024 * 1024;
+
+pub(super) fn routes() -> Router<Shared> {
+    Router::new().route(
+        "/v1/sims:import",
+        post(import_sims).layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)),
+    )
+}
+
+/// The header an import must start with.
+const HEADER: [&str; 4] = ["imsi", "msisdn", "profile", "imei_management"];
+
+/// Parses a CSV import: header `imsi,msisdn,profile,imei_management`, empty fields are unset.
+/// A bad row rejects the whole file, naming its line.
+///
+/// # Errors
+/// 400 naming `line N` (or `body` for a file with no rows); 404 naming the line of an unknown
+/// profile.
+pub fn parse_import(
+    body: &[u8],
+    known_profile: impl Fn(&str) -> bool,
+) -> Result<Vec<ImportRow>, ApiError> {
+    let mut rd = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(body);
+    let header = rd
+        .headers()
+        .map_err(|e| ApiError::bad("line 1", format!("cannot read the header: {e}")))?
+        .clone();
+    if header.iter().collect::<Vec<_>>() != HEADER {
+        return Err(ApiError::bad(
+            "line 1",
+            format!("header must be {}", HEADER.join(",")),
+        ));
+    }
+    let mut rows = Vec::new();
+    for (i, rec) in rd.records().enumerate() {
+        let line = i + 2;
+        let at = |m: String| ApiError::bad(format!("line {line}"), m);
+        let rec = rec.map_err(|e| at(e.to_string()))?;
+        if rec.len() != HEADER.len() {
+            return Err(at(format!("expected 4 fields, found {}", rec.len())));
+        }
+        let field = |n: usize| rec.get(n).filter(|s| !s.is_empty());
+        let imsi = field(0)
+            .ok_or_else(|| at("imsi is empty".into()))?
+            .parse::<Imsi>()
+            .map_err(|_| at("imsi is not 5 to 15 digits".into()))?;
+        let msisdn = field(1).map(str::to_owned);
+        if let Some(m) = &msisdn {
+            check_msisdn("msisdn", m).map_err(|e| at(e.message().to_owned()))?;
+        }
+        let profile = field(2).map(str::to_owned);
+        if let Some(p) = &profile {
+            check_profile_name("profile", p).map_err(|e| at(e.message().to_owned()))?;
+            if !known_profile(p) {
+                return Err(ApiError::not_found(
+                    &format!("line {line}"),
+                    format!("unknown profile {p:?}"),
+                ));
+            }
+        }
+        let value = match field(3) {
+            Some(v) => Some(
+                v.parse::<ImeiManagement>()
+                    .map_err(|e| at(format!("imei_management: {e}")))?,
+            ),
+            None => None,
+        };
+        rows.push(ImportRow {
+            imsi,
+            msisdn,
+            profile,
+            value,
+        });
+    }
+    if rows.is_empty() {
+        return Err(ApiError::bad("body", "the file has no rows"));
+    }
+    Ok(rows)
+}
+
+async fn import_sims(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_content_type(&headers, BodyKind::Csv)?;
+    let st2 = st.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        let s = store(&st2);
+        parse_import(&body, |p| matches!(s.profile(p), Ok(Some(_))))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let n = rows.len();
+    let rec =
+        tokio::task::spawn_blocking(move || st.provisioner.submit(Operation::Import { rows }))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+    tracing::info!(request = rec.seq, rows = n, "SIM import accepted");
+    Ok(accepted(&rec))
+}
