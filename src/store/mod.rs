@@ -186,6 +186,22 @@ pub trait Store: Send + Sync + 'static {
     fn approximate_counts(&self) -> StoreCounts;
 }
 
+/// One page of profiles, in name order after `after`, from all of them (both stores hold
+/// every profile in memory).
+pub(crate) fn profiles_page<'a>(
+    all: impl Iterator<Item = &'a ProfileRecord>,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<ProfileRecord> {
+    let mut v: Vec<_> = all
+        .filter(|p| after.is_none_or(|a| p.name.as_bytes() > a.as_bytes()))
+        .cloned()
+        .collect();
+    v.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    v.truncate(limit);
+    v
+}
+
 /// Rough sizes, for metrics.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StoreCounts {

@@ -537,17 +537,11 @@ impl Store for RocksStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ProfileRecord>, StoreError> {
-        let mut v: Vec<_> = self
-            .inner
-            .profiles
-            .read()
-            .values()
-            .filter(|p| after.is_none_or(|a| p.name.as_bytes() > a.as_bytes()))
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-        v.truncate(limit);
-        Ok(v)
+        Ok(super::profiles_page(
+            self.inner.profiles.read().values(),
+            after,
+            limit,
+        ))
     }
 
     fn profile_member_count(&self, name: &str) -> Result<u64, StoreError> {
