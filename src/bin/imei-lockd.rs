@@ -129,6 +129,9 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot configure metrics buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("cannot install metrics recorder: {e}"))?;
+    // The series known now, at 0. The subsystems register theirs as they are built (store,
+    // engine, provisioning, alerts, RADIUS and Diameter at bind, the API when it serves).
+    register_metrics();
     let store = RocksStore::open(
         &cfg.node.data_dir,
         &RocksOptions {
@@ -186,17 +189,6 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             diameter: diameter.reloader(),
             engine: engine.clone(),
         };
-        for result in ["ok", "error"] {
-            // Present from the start, at 0.
-            metrics::counter!("imei_lockd_config_reloads_total", "result" => result).increment(0);
-        }
-        for status in ["submitted", "processed", "failed"] {
-            metrics::counter!("imei_lockd_provisioning_requests_total", "status" => status)
-                .increment(0);
-        }
-        for result in ["delivered", "failed", "suppressed"] {
-            metrics::counter!("imei_lockd_alerts_total", "result" => result).increment(0);
-        }
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(radius.run(engine.clone(), stop_rx.clone()));
@@ -279,6 +271,15 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
     store.flush().map_err(|e| format!("flushing store: {e}"))?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Registers the daemon's own series at 0: configuration reloads by result, and the API's 401
+/// counter (the API registers its limit counters when it serves).
+fn register_metrics() {
+    for result in ["ok", "error"] {
+        metrics::counter!("imei_lockd_config_reloads_total", "result" => result).increment(0);
+    }
+    metrics::counter!("imei_lockd_api_unauthorized_total").increment(0);
 }
 
 /// Test-only: `IMEI_LOCKD_TEST_STORE_DELAY_MS` puts the engine on a store that has fallen
