@@ -147,6 +147,7 @@ impl DiameterReloader {
     pub fn reload(&self, cfg: &Config) -> Result<usize, String> {
         let peers = peers_from_config(cfg)?;
         let n = peers.len();
+        series::register_peers(peers.iter().map(|(h, _)| h.as_str()));
         *self.shared.peers.write() = Arc::new(peers);
         Ok(n)
     }
@@ -175,6 +176,7 @@ impl DiameterService {
         }
         let peers = peers_from_config(cfg)?;
         series::register();
+        series::register_peers(peers.iter().map(|(h, _)| h.as_str()));
         let mut template = PeerConfig::new(&d.origin_host, &d.origin_realm);
         template.watchdog = Duration::from_secs(d.watchdog_s);
         template.cer_timeout = Duration::from_secs(d.cer_timeout_s);

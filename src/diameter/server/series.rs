@@ -3,6 +3,9 @@
 //! state, errors by every reason, and the answers an operator watches (success, lock reject,
 //! too busy, unable to comply) for Gx and S6b.
 //!
+//! It also keeps `imei_lockd_diameter_peer_up{origin_host}`: every configured peer at 0 from
+//! bind (and from the SIGHUP that adds it), 1 while it has an open connection.
+//!
 //! The shell (`conn`, `server.rs`) counts; this module only names what it may count. It does
 //! not count, log or touch a connection, and it is not on the request path.
 
@@ -62,6 +65,26 @@ pub fn register() {
             "result_code" => code.0.to_string())
         .increment(0);
     }
+}
+
+/// Registers `imei_lockd_diameter_peer_up` at 0 for each configured Origin-Host (a peer
+/// already up keeps its 1). The label is the Origin-Host in lowercase: CER matches it
+/// case-insensitively.
+pub fn register_peers<'a>(origin_hosts: impl IntoIterator<Item = &'a str>) {
+    for host in origin_hosts {
+        metrics::gauge!("imei_lockd_diameter_peer_up", "origin_host" => host.to_ascii_lowercase())
+            .increment(0.0);
+    }
+}
+
+/// Sets `imei_lockd_diameter_peer_up` of a peer (`key`: its Origin-Host in lowercase, which
+/// passed CER, so it is a configured one) when its connection opens or closes.
+pub fn set_peer_up(key: &str, up: bool) {
+    metrics::gauge!("imei_lockd_diameter_peer_up", "origin_host" => key.to_owned()).set(if up {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 #[cfg(test)]
