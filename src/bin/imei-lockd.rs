@@ -29,6 +29,7 @@ use imei_lockd::radius::server::{RadiusReloader, RadiusService};
 use imei_lockd::store::delayed::Delayed;
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
 use imei_lockd::store::Store;
+use imei_lockd::telemetry::ProcessMetrics;
 
 /// Exit code for configuration errors.
 const EXIT_CONFIG: u8 = 2;
@@ -129,8 +130,11 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot configure metrics buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("cannot install metrics recorder: {e}"))?;
-    // The series known now, at 0. The subsystems register theirs as they are built (store,
-    // engine, provisioning, alerts, RADIUS and Diameter at bind, the API when it serves).
+    // HELP text for every family, before anything can scrape; then the series known now. The
+    // subsystems register theirs at 0 as they are built (store, engine, provisioning, alerts,
+    // RADIUS and Diameter at bind, the API when it serves).
+    imei_lockd::telemetry::describe();
+    imei_lockd::telemetry::build_info();
     register_metrics();
     let store = RocksStore::open(
         &cfg.node.data_dir,
@@ -219,11 +223,17 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             "api",
         ));
         let metrics_upkeep = metrics.clone();
+        let process = ProcessMetrics::default();
         let metrics_router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
                 let m = metrics.clone();
-                async move { m.render() }
+                let process = process.clone();
+                async move {
+                    // The process_* figures as of this scrape (a few reads of /proc/self).
+                    process.collect();
+                    m.render()
+                }
             }),
         );
         let metrics_stop = stopped(stop_rx.clone());
