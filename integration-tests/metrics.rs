@@ -1,6 +1,8 @@
 //! metrics integration test (against the real binary): drives RADIUS (raw UDP), Diameter Gx (raw
 //! TCP) and the provisioning API, then scrapes `GET /metrics` and checks the series moved, with
-//! their exact names and labels.
+//! their exact names and labels; that the scrape passes `promtool check metrics` (HELP for every
+//! family, process metrics, build info); that the series known at start exist at 0 before any
+//! traffic; and that the pending-requests gauge counts requests.
 
 mod common;
 
@@ -274,4 +276,293 @@ fn scrape_shows_decisions_drops_peers_provisioning_and_store_sizes() {
         "{m}"
     );
     drop(gx);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus conventions: promtool, HELP, process metrics, build info, zero series
+
+/// `# TYPE` and `# HELP` names of a scrape.
+fn typed_and_helped(text: &str) -> (Vec<&str>, Vec<&str>) {
+    let names = |prefix: &str| -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|rest| rest.split(' ').next())
+            .collect()
+    };
+    (names("# TYPE "), names("# HELP "))
+}
+
+#[test]
+fn scrape_passes_promtool_with_help_process_metrics_build_info_and_zero_series() {
+    let d = Daemon::start(&format!("[[diameter.peers]]\norigin_host = \"{PCEF}\"\n"));
+
+    // Before any traffic: the series known at start exist, at 0.
+    let m = scrape(&d);
+    let v = |m: &str, name: &str, labels: &[&str]| value(m, name, labels);
+    for (name, labels) in [
+        (
+            "imei_lockd_decisions_total",
+            &[
+                "interface=\"radius\"",
+                "decision=\"reject\"",
+                "reason=\"imei_mismatch\"",
+            ][..],
+        ),
+        (
+            "imei_lockd_decisions_total",
+            &[
+                "interface=\"s6b\"",
+                "decision=\"accept\"",
+                "reason=\"missing_imei_accepted\"",
+            ],
+        ),
+        (
+            "imei_lockd_decision_duration_seconds_count",
+            &["interface=\"gx\""],
+        ),
+        ("imei_lockd_engine_errors_total", &["interface=\"radius\""]),
+        (
+            "imei_lockd_radius_drops_total",
+            &["port=\"auth\"", "reason=\"receive_buffer\""],
+        ),
+        (
+            "imei_lockd_radius_drops_total",
+            &["port=\"acct\"", "reason=\"overload\""],
+        ),
+        (
+            "imei_lockd_radius_packets_total",
+            &["port=\"auth\"", "code=\"Access-Request\""],
+        ),
+        (
+            "imei_lockd_radius_responses_total",
+            &["port=\"acct\"", "type=\"accounting_response\""],
+        ),
+        ("imei_lockd_radius_duplicates_total", &["port=\"auth\""]),
+        ("imei_lockd_diameter_peers", &["state=\"open\""]),
+        ("imei_lockd_diameter_peers", &["state=\"suspect\""]),
+        (
+            "imei_lockd_diameter_peer_up",
+            &["origin_host=\"pcef.localdomain\""],
+        ),
+        (
+            "imei_lockd_diameter_peer_up",
+            &["origin_host=\"pgw.localdomain\""],
+        ),
+        (
+            "imei_lockd_diameter_errors_total",
+            &["reason=\"watchdog_expired\""],
+        ),
+        (
+            "imei_lockd_diameter_answers_total",
+            &["app=\"gx\"", "result_code=\"5003\""],
+        ),
+        (
+            "imei_lockd_api_errors_total",
+            &["reason=\"body_too_large\""],
+        ),
+        ("imei_lockd_api_unauthorized_total", &[]),
+        (
+            "imei_lockd_provisioning_requests_total",
+            &["status=\"failed\""],
+        ),
+        ("imei_lockd_provisioning_pending", &[]),
+        ("imei_lockd_alerts_total", &["result=\"dropped\""]),
+        ("imei_lockd_alert_outbox_depth", &[]),
+        ("imei_lockd_config_reloads_total", &["result=\"error\""]),
+        ("imei_lockd_store_errors_total", &["kind=\"backend\""]),
+    ] {
+        assert_eq!(
+            v(&m, name, labels),
+            Some(0.0),
+            "{name} {labels:?} at 0 before traffic:\n{m}"
+        );
+    }
+    let (code, report) = common::promtool::check_metrics(&m);
+    assert!(
+        code == 0 && report.trim().is_empty(),
+        "promtool check metrics (idle):\n{report}"
+    );
+
+    // Traffic: API (a SIM, a 401), RADIUS (bind, mismatch, a drop), Diameter (CER, CCR-I).
+    d.api().put_sim(IMSI, json!({"imei_management": "lock"}));
+    let unauthorized = common::http()
+        .get(d.url(&format!("/v1/sims/{IMSI}")))
+        .send()
+        .expect("API answers");
+    assert_eq!(unauthorized.status().as_u16(), 401);
+    let port = d.ports.radius_auth;
+    let s = udp("127.0.0.1:0", Duration::from_secs(5));
+    let bind = exchange(&s, port, &access_request(1, IMEI_A, true)).expect("answer");
+    assert_eq!(bind[0], 2, "Access-Accept");
+    let reject = exchange(&s, port, &access_request(2, IMEI_B, true)).expect("answer");
+    assert_eq!(reject[0], 3, "Access-Reject");
+    let quiet = udp("127.0.0.1:0", Duration::from_millis(700));
+    assert!(exchange(&quiet, port, &access_request(3, IMEI_A, false)).is_none());
+    let mut gx = Raw::connect(&d, PCEF);
+    let cca = gx.call(ccr_initial(IMEI_A));
+    assert_eq!(cca.result_code(), Some(ResultCode::SUCCESS), "CCA");
+
+    let m = scrape(&d);
+    let (code, report) = common::promtool::check_metrics(&m);
+    eprintln!(
+        "promtool check metrics: exit {code}, report: {:?}",
+        report.trim()
+    );
+    assert!(
+        code == 0 && report.trim().is_empty(),
+        "promtool check metrics:\n{report}\n{m}"
+    );
+
+    // HELP for every family (promtool requires it too; this names the family).
+    let (typed, helped) = typed_and_helped(&m);
+    assert!(typed.len() >= 25, "{typed:?}");
+    for name in &typed {
+        assert!(helped.contains(name), "no # HELP for {name}:\n{m}");
+    }
+    assert!(typed.iter().any(|n| n.starts_with("imei_lockd_")));
+
+    // Process metrics under Prometheus' standard names, with plausible values.
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "process_threads",
+    ] {
+        assert!(typed.contains(&name), "{name} missing:\n{m}");
+    }
+    assert!(
+        m.contains("# TYPE process_cpu_seconds_total counter"),
+        "{m}"
+    );
+    let rss = v(&m, "process_resident_memory_bytes", &[]).unwrap_or(0.0);
+    let rss_kib = common::rss_kib(d.pid()).expect("VmRSS") as f64;
+    assert!(
+        rss > 1e6 && (rss / 1024.0 - rss_kib).abs() < rss_kib * 0.5,
+        "RSS {rss} B vs /proc {rss_kib} KiB"
+    );
+    assert!(
+        v(&m, "process_open_fds", &[]).is_some_and(|n| n >= 5.0),
+        "{m}"
+    );
+    assert!(
+        v(&m, "process_threads", &[]).is_some_and(|n| n >= 2.0),
+        "{m}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let start = v(&m, "process_start_time_seconds", &[]).unwrap_or(0.0);
+    assert!((now - start).abs() < 600.0, "start time {start}, now {now}");
+
+    // Build information.
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        v(
+            &m,
+            "imei_lockd_build_info",
+            &[&version, "rustc=\"", "profile=\""]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+
+    // What the traffic moved.
+    assert_eq!(
+        v(&m, "imei_lockd_api_unauthorized_total", &[]),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        v(
+            &m,
+            "imei_lockd_diameter_peer_up",
+            &["origin_host=\"pcef.localdomain\""]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        v(
+            &m,
+            "imei_lockd_diameter_peer_up",
+            &["origin_host=\"pgw.localdomain\""]
+        ),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        v(
+            &m,
+            "imei_lockd_radius_drops_total",
+            &["port=\"auth\"", "reason=\"missing_message_authenticator\""]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+
+    // The peer closes: its gauge returns to 0.
+    drop(gx);
+    let m = common::wait_metrics(&d, Duration::from_secs(10), |m| {
+        value(
+            m,
+            "imei_lockd_diameter_peer_up",
+            &["origin_host=\"pcef.localdomain\""],
+        ) == Some(0.0)
+    });
+    assert_eq!(
+        v(
+            &m,
+            "imei_lockd_diameter_peer_up",
+            &["origin_host=\"pcef.localdomain\""]
+        ),
+        Some(0.0),
+        "{m}"
+    );
+}
+
+/// `imei_lockd_provisioning_pending` counts the requests not yet processed (the processor held).
+#[test]
+fn pending_gauge_counts_requests_waiting() {
+    let d = Daemon::start_with_env("", &[("IMEI_LOCKD_TEST_HOLD_PROVISIONING", "1")]);
+    assert_eq!(
+        value(&scrape(&d), "imei_lockd_provisioning_pending", &[]),
+        Some(0.0)
+    );
+    for i in 0..3 {
+        let (s, v) = d.api().call(
+            "PUT",
+            &format!("/v1/sims/00101000000095{i}"),
+            Some(json!({"imei_management": "lock"})),
+        );
+        assert_eq!(s, 202, "{v}");
+    }
+    let m = scrape(&d);
+    assert_eq!(
+        value(&m, "imei_lockd_provisioning_pending", &[]),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "imei_lockd_provisioning_requests_total",
+            &["status=\"submitted\""]
+        ),
+        Some(3.0),
+        "{m}"
+    );
+    // After a restart the count is read back from the store.
+    let mut d = d;
+    d.terminate();
+    d.spawn();
+    let m = scrape(&d);
+    assert_eq!(
+        value(&m, "imei_lockd_provisioning_pending", &[]),
+        Some(3.0),
+        "{m}"
+    );
 }

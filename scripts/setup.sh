@@ -7,9 +7,10 @@ set -euo pipefail
 APT_BUILD=(libclang-dev g++ make)
 # Tests: real third-party peers; systemd for `systemd-analyze verify` of the unit; freeradius
 # (the server) for scripts/bench-radius.sh (its smoke run is a test); qemu, busybox-static and
-# cpio for the SCTP guest (scripts/sctp-guest.sh, which downloads its kernel).
+# cpio for the SCTP guest (scripts/sctp-guest.sh, which downloads its kernel); prometheus for
+# promtool (checks the scrape, the alert rules and their unit tests; the server is not run).
 APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd freeradius
-  qemu-system-x86 busybox-static cpio)
+  qemu-system-x86 busybox-static cpio prometheus)
 PIP_TEST=(python-diameter==0.9.0 schemathesis==4.32.5)
 
 want=("${APT_BUILD[@]}")
@@ -26,9 +27,10 @@ if ((${#missing[@]})); then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO=sudo
   $SUDO apt-get update -qq
-  # Packages with a service (freeradius, freediameterd) must not start it or hold its ports
-  # (1812/1813, 3868): the tests and benchmarks start their own instances. Without a
-  # policy-rc.d already in place (containers have one), add one for the install.
+  # Packages with a service (freeradius, freediameterd, prometheus) must not start it or hold
+  # its ports (1812/1813, 3868, 9090): the tests and benchmarks start their own instances (of
+  # prometheus only promtool is used). Without a policy-rc.d already in place (containers have
+  # one), add one for the install.
   policy=/usr/sbin/policy-rc.d
   added_policy=0
   if [[ ! -e $policy ]]; then
@@ -39,9 +41,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if ((added_policy)); then $SUDO rm -f $policy; fi
   # And not at the next boot either (systemd hosts).
-  if [[ " ${missing[*]} " == *" freeradius "* && -d /run/systemd/system ]]; then
-    $SUDO systemctl disable --now freeradius >/dev/null 2>&1 || true
-  fi
+  for service in freeradius prometheus; do
+    if [[ " ${missing[*]} " == *" $service "* && -d /run/systemd/system ]]; then
+      $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 if [[ "${1:-}" == "--test" ]] && ((${#PIP_TEST[@]})); then

@@ -50,8 +50,17 @@ fn last_sent_key(url: &str, imsi: &str) -> String {
     format!("alert_last/{url}/{imsi}")
 }
 
+/// `result` of `imei_lockd_alerts_total`: `dropped` is an alert given up after
+/// [`MAX_ATTEMPTS`] failed attempts.
+pub const RESULTS: [&str; 4] = ["delivered", "failed", "suppressed", "dropped"];
+
 impl AlertDelivery {
+    /// Also registers the alert series at 0 (every result, the outbox depth).
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, webhooks: Vec<Webhook>) -> Self {
+        for result in RESULTS {
+            metrics::counter!("imei_lockd_alerts_total", "result" => result).increment(0);
+        }
+        metrics::gauge!("imei_lockd_alert_outbox_depth").increment(0.0);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -137,6 +146,8 @@ impl AlertDelivery {
                 batch.push(Op::PutOutbox { id, entry });
             } else {
                 if failed {
+                    metrics::counter!("imei_lockd_alerts_total", "result" => "dropped")
+                        .increment(1);
                     tracing::error!(imsi = %entry.event.imsi, "alert dropped after {MAX_ATTEMPTS} attempts");
                 }
                 batch.push(Op::DeleteOutbox { id });

@@ -20,6 +20,10 @@ pub enum Interface {
 }
 
 impl Interface {
+    /// The interfaces whose requests the engine decides (not [`Interface::Api`]): the
+    /// `interface` label values of the decision metrics.
+    pub const SESSIONS: [Self; 3] = [Self::Radius, Self::Gx, Self::S6b];
+
     /// Label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -288,6 +292,21 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, e.g. to register each decision series at 0.
+    pub const ALL: [Self; 11] = [
+        Self::Disabled,
+        Self::Paired,
+        Self::PairingNoImei,
+        Self::Bound,
+        Self::Match,
+        Self::Mismatch,
+        Self::MissingImeiAccepted,
+        Self::MissingImeiRejected,
+        Self::UnknownSimAccepted,
+        Self::UnknownSimRejected,
+        Self::SessionContinues,
+    ];
+
     /// Stable label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -360,6 +379,32 @@ impl Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`Reason::ALL`] lists every variant once: the match below stops compiling when a variant
+    /// is added, and the length check then asks for it in `ALL`.
+    #[test]
+    fn reason_all_is_complete() {
+        fn index(r: Reason) -> usize {
+            match r {
+                Reason::Disabled => 0,
+                Reason::Paired => 1,
+                Reason::PairingNoImei => 2,
+                Reason::Bound => 3,
+                Reason::Match => 4,
+                Reason::Mismatch => 5,
+                Reason::MissingImeiAccepted => 6,
+                Reason::MissingImeiRejected => 7,
+                Reason::UnknownSimAccepted => 8,
+                Reason::UnknownSimRejected => 9,
+                Reason::SessionContinues => 10,
+            }
+        }
+        let mut seen = [false; Reason::ALL.len()];
+        for r in Reason::ALL {
+            assert!(!std::mem::replace(&mut seen[index(r)], true), "{r:?} twice");
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
 
     #[test]
     fn imsi_bounds() {

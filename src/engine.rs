@@ -17,7 +17,7 @@ use std::time::Instant;
 use metrics::{Counter, Histogram};
 use serde::Deserialize;
 
-use crate::context::{AuthContext, Decision, Interface, Phase, PresentedImei, Reason};
+use crate::context::{AuthContext, Decision, Interface, Phase, PresentedImei, Reason, Verdict};
 use crate::imei::Imei;
 use crate::store::{
     Batch, Durability, Event, EventKind, ImeiManagement, Millis, Op, OutboxEntry, SimRecord, Store,
@@ -193,6 +193,29 @@ enum Access {
     MemoryOnly,
 }
 
+/// Registers the engine's series at 0 (every interface the engine decides for × every reason
+/// with its verdict, the latency histograms, the malformed-IMEI and error counters), so they
+/// exist before the first request. Called by [`Engine::new`]; the series are the recorder's,
+/// so calling it again changes nothing.
+pub fn register_metrics() {
+    for interface in Interface::SESSIONS {
+        let i = interface.as_str();
+        for reason in Reason::ALL {
+            let verdict = match reason.verdict() {
+                Verdict::Accept => "accept",
+                Verdict::Reject => "reject",
+            };
+            metrics::counter!("imei_lockd_decisions_total",
+                "interface" => i, "decision" => verdict, "reason" => reason.as_str())
+            .increment(0);
+        }
+        // A histogram is rendered (all buckets 0) once registered.
+        let _ = metrics::histogram!("imei_lockd_decision_duration_seconds", "interface" => i);
+        metrics::counter!("imei_lockd_imei_malformed_total", "interface" => i).increment(0);
+        metrics::counter!("imei_lockd_engine_errors_total", "interface" => i).increment(0);
+    }
+}
+
 /// The lock engine.
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -202,6 +225,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, policy: EnginePolicy, clock: Arc<dyn Clock>) -> Self {
+        register_metrics();
         Self {
             store,
             policy: parking_lot::RwLock::new(Arc::new(policy)),

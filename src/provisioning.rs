@@ -94,6 +94,8 @@ pub struct Provisioner {
     processed: watch::Sender<u64>,
     /// Wakes the processor when a request is submitted.
     wake: tokio::sync::Notify,
+    /// `imei_lockd_provisioning_pending`, set by [`Provisioner::publish_pending`].
+    pending: metrics::Gauge,
 }
 
 impl Provisioner {
@@ -106,13 +108,30 @@ impl Provisioner {
     ) -> Result<Self, ProvisioningError> {
         let cursor = read_cursor(&*store)?;
         let (processed, _) = watch::channel(cursor);
-        Ok(Self {
+        for status in ["submitted", "processed", "failed"] {
+            // Present from the start, at 0.
+            metrics::counter!("imei_lockd_provisioning_requests_total", "status" => status)
+                .increment(0);
+        }
+        let this = Self {
             store,
             clock,
             billing,
             processed,
             wake: tokio::sync::Notify::new(),
-        })
+            pending: metrics::gauge!("imei_lockd_provisioning_pending"),
+        };
+        this.publish_pending();
+        Ok(this)
+    }
+
+    /// Sets `imei_lockd_provisioning_pending`: the requests accepted after the last processed
+    /// one (sequence numbers have no gaps). Called on each submit and each processed request,
+    /// so a stuck or slow processor shows as a count that stays up.
+    fn publish_pending(&self) {
+        let last = self.store.last_request_seq();
+        let done = *self.processed.borrow();
+        self.pending.set(last.saturating_sub(done) as f64);
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -128,6 +147,7 @@ impl Provisioner {
         metrics::counter!("imei_lockd_provisioning_requests_total", "status" => "submitted")
             .increment(1);
         tracing::info!(request = rec.seq, "provisioning request accepted");
+        self.publish_pending();
         self.wake.notify_one();
         Ok(rec)
     }
@@ -184,11 +204,7 @@ impl Provisioner {
                 done += 1;
             }
         }
-        let pending = self
-            .store
-            .requests_after(read_cursor(&*self.store)?, 1)?
-            .len();
-        metrics::gauge!("imei_lockd_provisioning_pending").set(pending as f64);
+        self.publish_pending();
         Ok(done)
     }
 
@@ -243,6 +259,7 @@ impl Provisioner {
             }
         }
         self.processed.send_replace(req.seq);
+        self.publish_pending();
         Ok(())
     }
 

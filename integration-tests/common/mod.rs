@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod diameter;
+pub mod promtool;
 pub mod radius;
 
 use std::net::{TcpListener, UdpSocket};

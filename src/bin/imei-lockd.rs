@@ -29,6 +29,7 @@ use imei_lockd::radius::server::{RadiusReloader, RadiusService};
 use imei_lockd::store::delayed::Delayed;
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
 use imei_lockd::store::Store;
+use imei_lockd::telemetry::ProcessMetrics;
 
 /// Exit code for configuration errors.
 const EXIT_CONFIG: u8 = 2;
@@ -129,6 +130,12 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot configure metrics buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("cannot install metrics recorder: {e}"))?;
+    // HELP text for every family, before anything can scrape; then the series known now. The
+    // subsystems register theirs at 0 as they are built (store, engine, provisioning, alerts,
+    // RADIUS and Diameter at bind, the API when it serves).
+    imei_lockd::telemetry::describe();
+    imei_lockd::telemetry::build_info();
+    register_metrics();
     let store = RocksStore::open(
         &cfg.node.data_dir,
         &RocksOptions {
@@ -186,17 +193,6 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             diameter: diameter.reloader(),
             engine: engine.clone(),
         };
-        for result in ["ok", "error"] {
-            // Present from the start, at 0.
-            metrics::counter!("imei_lockd_config_reloads_total", "result" => result).increment(0);
-        }
-        for status in ["submitted", "processed", "failed"] {
-            metrics::counter!("imei_lockd_provisioning_requests_total", "status" => status)
-                .increment(0);
-        }
-        for result in ["delivered", "failed", "suppressed"] {
-            metrics::counter!("imei_lockd_alerts_total", "result" => result).increment(0);
-        }
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(radius.run(engine.clone(), stop_rx.clone()));
@@ -227,11 +223,17 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             "api",
         ));
         let metrics_upkeep = metrics.clone();
+        let process = ProcessMetrics::default();
         let metrics_router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
                 let m = metrics.clone();
-                async move { m.render() }
+                let process = process.clone();
+                async move {
+                    // The process_* figures as of this scrape (a few reads of /proc/self).
+                    process.collect();
+                    m.render()
+                }
             }),
         );
         let metrics_stop = stopped(stop_rx.clone());
@@ -279,6 +281,15 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
     store.flush().map_err(|e| format!("flushing store: {e}"))?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Registers the daemon's own series at 0: configuration reloads by result, and the API's 401
+/// counter (the API registers its limit counters when it serves).
+fn register_metrics() {
+    for result in ["ok", "error"] {
+        metrics::counter!("imei_lockd_config_reloads_total", "result" => result).increment(0);
+    }
+    metrics::counter!("imei_lockd_api_unauthorized_total").increment(0);
 }
 
 /// Test-only: `IMEI_LOCKD_TEST_STORE_DELAY_MS` puts the engine on a store that has fallen

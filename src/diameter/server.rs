@@ -6,6 +6,7 @@
 //! - `conn`: one connection: framing, the peer machine, timers, the single writer, requests in
 //!   flight.
 //! - `app`: Gx/S6b requests to answers through the engine (run on the blocking pool).
+//! - [`series`]: the label values of the shell's metrics, registered at 0 at bind.
 //!
 //! # Limits
 //! - At most [`MAX_CONNECTIONS`] connections: one beyond is accepted and closed at once, counted
@@ -34,6 +35,7 @@
 mod app;
 mod conn;
 pub mod listen;
+pub mod series;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -145,6 +147,7 @@ impl DiameterReloader {
     pub fn reload(&self, cfg: &Config) -> Result<usize, String> {
         let peers = peers_from_config(cfg)?;
         let n = peers.len();
+        series::register_peers(peers.iter().map(|(h, _)| h.as_str()));
         *self.shared.peers.write() = Arc::new(peers);
         Ok(n)
     }
@@ -172,6 +175,8 @@ impl DiameterService {
             listeners.push(b);
         }
         let peers = peers_from_config(cfg)?;
+        series::register();
+        series::register_peers(peers.iter().map(|(h, _)| h.as_str()));
         let mut template = PeerConfig::new(&d.origin_host, &d.origin_realm);
         template.watchdog = Duration::from_secs(d.watchdog_s);
         template.cer_timeout = Duration::from_secs(d.cer_timeout_s);

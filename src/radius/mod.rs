@@ -14,6 +14,7 @@
 //! - [`attr`]: attribute numbers.
 //! - [`clients`]: the `[[radius.clients]]` table, longest-prefix lookup by source address.
 //! - [`server`]: the UDP I/O shell (sockets, receive tasks, engine hand-off, metrics).
+//! - [`series`]: the label values of the shell's metrics, registered at 0 at bind.
 //!
 //! # Calling contract (the UDP shell)
 //! ```text
@@ -84,6 +85,7 @@ pub use mapping::{
 pub use request::{ClientPolicy, Disposition, Port, Request, RequestError, RequestKind};
 pub use vsa::VsaError;
 
+pub mod series;
 pub mod server;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -133,6 +133,9 @@ impl RadiusService {
         let clients = clients_from_config(cfg)?;
         let auth = bind_udp("radius.auth_listen", &r.auth_listen, r.recv_buffer_bytes)?;
         let acct = bind_udp("radius.acct_listen", &r.acct_listen, r.recv_buffer_bytes)?;
+        for port in [Port::Auth, Port::Acct] {
+            super::series::register(port);
+        }
         Ok(Self {
             auth: Arc::new(auth),
             acct: Arc::new(acct),

@@ -105,6 +105,10 @@ impl Store for Delayed {
         self.inner.requests_after(after, limit)
     }
 
+    fn last_request_seq(&self) -> u64 {
+        self.inner.last_request_seq()
+    }
+
     fn charges(&self, month: &str) -> Result<Vec<Charge>, StoreError> {
         self.inner.charges(month)
     }

@@ -222,6 +222,16 @@ impl Store for MemStore {
             .collect())
     }
 
+    fn last_request_seq(&self) -> u64 {
+        self.state
+            .lock()
+            .requests
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn charges(&self, month: &str) -> Result<Vec<Charge>, StoreError> {
         let mut v: Vec<Charge> = self
             .state

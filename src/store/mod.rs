@@ -18,6 +18,18 @@ use crate::context::Imsi;
 use crate::imei::Imei;
 pub use model::*;
 
+/// `kind` of `imei_lockd_store_errors_total`, counted by the implementations where a backend
+/// error or an undecodable value becomes a [`StoreError`] (a lost compare-and-swap,
+/// [`StoreError::Conflict`], is normal contention and not counted).
+pub const ERROR_KINDS: [&str; 2] = ["backend", "corrupt"];
+
+/// Registers the store's error series at 0 (the size gauges are set by the daemon's sampler).
+pub fn register_metrics() {
+    for kind in ERROR_KINDS {
+        metrics::counter!("imei_lockd_store_errors_total", "kind" => kind).increment(0);
+    }
+}
+
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -167,6 +179,9 @@ pub trait Store: Send + Sync + 'static {
     fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError>;
     /// Requests with `seq > after`, in log order.
     fn requests_after(&self, after: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError>;
+    /// The sequence number of the last request appended (0: none yet). Sequence numbers start
+    /// at 1 and have no gaps, so `last_request_seq() - cursor` requests follow a cursor.
+    fn last_request_seq(&self) -> u64;
 
     /// Charges of a month, in IMSI order.
     fn charges(&self, month: &str) -> Result<Vec<Charge>, StoreError>;

@@ -115,11 +115,15 @@ struct Inner {
     hasher: foldhash::fast::RandomState,
 }
 
+/// Every RocksDB error becomes a [`StoreError`] here, and is counted.
 fn backend(e: rocksdb::Error) -> StoreError {
+    metrics::counter!("imei_lockd_store_errors_total", "kind" => "backend").increment(1);
     StoreError::Backend(e.into_string())
 }
 
+/// Every undecodable stored value becomes a [`StoreError`] here, and is counted.
 fn corrupt(key: &[u8], source: encoding::EncodingError) -> StoreError {
+    metrics::counter!("imei_lockd_store_errors_total", "kind" => "corrupt").increment(1);
     StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         source,
@@ -141,6 +145,7 @@ impl RocksStore {
     /// [`StoreError::Backend`] when RocksDB cannot open the directory, or the directory was
     /// written by a newer release.
     pub fn open(dir: &Path, opts: &RocksOptions) -> Result<Self, StoreError> {
+        super::register_metrics();
         let cache = Cache::new_lru_cache(opts.block_cache_mb.max(8) * 1024 * 1024);
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
@@ -500,10 +505,7 @@ impl Store for RocksStore {
                 continue;
             }
             let raw = k.get(prefix.len()..).unwrap_or_default();
-            let imsi = Imsi::parse(raw).map_err(|_| StoreError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                source: encoding::EncodingError::Empty,
-            })?;
+            let imsi = Imsi::parse(raw).map_err(|_| corrupt(&k, encoding::EncodingError::Empty))?;
             out.push(imsi);
         }
         Ok(out)
@@ -728,6 +730,13 @@ impl Store for RocksStore {
             .map_err(backend)?;
         inner.next_request.store(seq + 1, Ordering::SeqCst);
         Ok(rec)
+    }
+
+    fn last_request_seq(&self) -> u64 {
+        self.inner
+            .next_request
+            .load(Ordering::SeqCst)
+            .saturating_sub(1)
     }
 
     fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError> {

@@ -333,12 +333,12 @@ impl Conn {
                         transport = %self.ctx.transport, product = ?info.product_name,
                         "diameter peer open");
                     let key = info.origin_host.to_ascii_lowercase();
-                    let old = self
-                        .ctx
-                        .shared
-                        .open
-                        .lock()
-                        .insert(key, (self.ctx.id, self.replaced.clone()));
+                    let old = {
+                        // Set under the lock, as `finish` clears it: the gauge follows the map.
+                        let mut open = self.ctx.shared.open.lock();
+                        super::series::set_peer_up(&key, true);
+                        open.insert(key, (self.ctx.id, self.replaced.clone()))
+                    };
                     if let Some((_, n)) = old {
                         n.notify_one();
                     }
@@ -539,6 +539,7 @@ impl Conn {
                 let mut open = self.ctx.shared.open.lock();
                 if open.get(&key).is_some_and(|(id, _)| *id == self.ctx.id) {
                     open.remove(&key);
+                    super::series::set_peer_up(&key, false);
                 }
             }
             None => tracing::info!(remote = %self.ctx.remote, reason = ?reason,

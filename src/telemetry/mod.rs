@@ -1,4 +1,19 @@
-//! Metric handles cached by their label values.
+//! Metrics plumbing shared by every subsystem.
+//!
+//! - [`catalogue`]: every metric family with its type, unit and HELP text; [`describe`] hands
+//!   them to the recorder at daemon start.
+//! - [`process`]: `process_*` metrics under Prometheus' standard names ([`ProcessMetrics`]) and
+//!   `imei_lockd_build_info` ([`build_info`]).
+//! - [`Handles`]: metric handles cached by their label values, for the hot paths.
+//!
+//! Series known at start are registered at 0 by their own subsystem, in one function each, so
+//! dashboards and alerts see 0 rather than no data: [`crate::engine::register_metrics`],
+//! [`crate::radius::series`], [`crate::diameter::server::series`],
+//! [`crate::provisioning::Provisioner::new`], [`crate::alerts::AlertDelivery::new`], the store
+//! ([`crate::store::register_metrics`]) and the daemon (config reloads, API 401s). This module
+//! does not count anything itself and installs no recorder (the daemon does).
+//!
+//! # Handles
 //!
 //! `metrics::counter!(name, labels…)` builds a key and looks it up in the recorder's registry
 //! on every call: about a thousand instructions, several times per request on the hot paths.
@@ -6,6 +21,12 @@
 //! use, like the macro does), so a hot-path increment is a read-locked hash lookup and an
 //! atomic add. Label combinations are small finite sets (a port and a RADIUS code, an
 //! interface and a reason, an application and a Result-Code), so the map stays small.
+
+pub mod catalogue;
+pub mod process;
+
+pub use catalogue::describe;
+pub use process::{build_info, ProcessMetrics};
 
 use std::collections::HashMap;
 use std::hash::Hash;

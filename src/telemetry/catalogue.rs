@@ -1,0 +1,335 @@
+//! The catalogue of every metric family the daemon exports, with its type, unit and HELP text.
+//!
+//! [`describe`] hands the catalogue to the installed recorder (the Prometheus exporter renders
+//! each description as the family's `# HELP` line); the daemon calls it once at start, before
+//! `/metrics` serves. A unit test reads `src/` and fails on a metric name that is not listed
+//! here, so a new metric cannot ship without HELP text.
+//!
+//! This module does not register any series (each subsystem registers its own at 0, see
+//! [`crate::telemetry`]), does not count anything and does not rename anything: the names are
+//! the SPEC §3 contract and the units are metadata only (the exporter's unit suffixes are off).
+
+use metrics::Unit;
+
+/// A metric family's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family: its name (as exported), type, unit and HELP text.
+#[derive(Clone, Copy, Debug)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Option<Unit>,
+    pub help: &'static str,
+}
+
+const fn family(name: &'static str, kind: Kind, unit: Option<Unit>, help: &'static str) -> Family {
+    Family {
+        name,
+        kind,
+        unit,
+        help,
+    }
+}
+
+use Kind::{Counter, Gauge, Histogram};
+
+const COUNT: Option<Unit> = Some(Unit::Count);
+const SECONDS: Option<Unit> = Some(Unit::Seconds);
+const BYTES: Option<Unit> = Some(Unit::Bytes);
+
+/// The name of the build information gauge ([`crate::telemetry::build_info`]).
+pub const BUILD_INFO: &str = "imei_lockd_build_info";
+
+/// Every `imei_lockd_*` family. The process metrics (`process_*`) are described by
+/// [`metrics_process`], see [`crate::telemetry::ProcessMetrics`].
+pub const FAMILIES: &[Family] = &[
+    // Engine (src/engine.rs).
+    family(
+        "imei_lockd_decisions_total",
+        Counter,
+        COUNT,
+        "IMEI lock decisions by interface (radius, gx, s6b), decision (accept, reject) and \
+         reason (the lock table's row: disabled, paired, pairing_no_imei, bound, match, \
+         imei_mismatch, missing_imei_accepted, missing_imei, unknown_sim_accepted, unknown_sim, \
+         session_continues).",
+    ),
+    family(
+        "imei_lockd_decision_duration_seconds",
+        Histogram,
+        SECONDS,
+        "Time the engine took to decide one request, store reads and writes included, by \
+         interface.",
+    ),
+    family(
+        "imei_lockd_imei_malformed_total",
+        Counter,
+        COUNT,
+        "Requests whose IMEI was malformed and treated as none presented, by interface.",
+    ),
+    family(
+        "imei_lockd_engine_errors_total",
+        Counter,
+        COUNT,
+        "Requests the engine could not decide (store error, compare-and-swap retries \
+         exhausted), by interface: RADIUS drops them (reason engine_error), Diameter answers \
+         5012.",
+    ),
+    // RADIUS (src/radius/server.rs).
+    family(
+        "imei_lockd_radius_packets_total",
+        Counter,
+        COUNT,
+        "RADIUS datagrams received, by port (auth, acct) and code (the RADIUS name of the first \
+         octet; Other for codes not served).",
+    ),
+    family(
+        "imei_lockd_radius_responses_total",
+        Counter,
+        COUNT,
+        "RADIUS answers sent, by port and type (access_accept, access_reject, \
+         accounting_response, status); answers replayed to duplicates are not included.",
+    ),
+    family(
+        "imei_lockd_radius_drops_total",
+        Counter,
+        COUNT,
+        "RADIUS datagrams dropped without an answer, by port and reason (receive_buffer: the \
+         kernel's socket buffer was full; overload: evaluations at their bound; unknown_client; \
+         malformed or unauthenticated packets; engine_error; ...).",
+    ),
+    family(
+        "imei_lockd_radius_duplicates_total",
+        Counter,
+        COUNT,
+        "RADIUS retransmissions answered from the duplicate cache (RFC 5080), by port.",
+    ),
+    // Diameter (src/diameter/server/).
+    family(
+        "imei_lockd_diameter_peers",
+        Gauge,
+        COUNT,
+        "Diameter connections by state: wait_cer (connected, no CER yet), open, suspect (a \
+         watchdog request unanswered), closing.",
+    ),
+    family(
+        "imei_lockd_diameter_peer_up",
+        Gauge,
+        None,
+        "1 while the configured Diameter peer (origin_host: its Origin-Host in lowercase) has an \
+         open connection, else 0; every configured peer is present from start.",
+    ),
+    family(
+        "imei_lockd_diameter_answers_total",
+        Counter,
+        COUNT,
+        "Diameter answers sent, by application (gx, s6b, base) and Result-Code (none: the answer \
+         carries none); 5003 is a lock reject, 3004 too busy, 5012 an engine failure.",
+    ),
+    family(
+        "imei_lockd_diameter_errors_total",
+        Counter,
+        COUNT,
+        "Diameter connection and message errors by reason (decode, error_answer, \
+         message_timeout, too_busy, duplicate, watchdog_expired, cer_rejected, \
+         connection_limit, ...).",
+    ),
+    // REST API (src/api.rs).
+    family(
+        "imei_lockd_api_errors_total",
+        Counter,
+        COUNT,
+        "REST API requests cut off by a limit, by reason (header_timeout, body_timeout, \
+         body_too_large).",
+    ),
+    family(
+        "imei_lockd_api_unauthorized_total",
+        Counter,
+        COUNT,
+        "REST API requests refused with 401: missing or wrong bearer token.",
+    ),
+    // Provisioning (src/provisioning.rs).
+    family(
+        "imei_lockd_provisioning_requests_total",
+        Counter,
+        COUNT,
+        "Provisioning requests by status: submitted (accepted, 202), processed, failed \
+         (refused when applied, e.g. an unknown profile).",
+    ),
+    family(
+        "imei_lockd_provisioning_pending",
+        Gauge,
+        COUNT,
+        "Provisioning requests accepted and not yet processed.",
+    ),
+    // Alerts (src/alerts.rs).
+    family(
+        "imei_lockd_alerts_total",
+        Counter,
+        COUNT,
+        "Alert webhook deliveries by result: delivered, failed (retried with backoff), \
+         suppressed (inside the webhook's min_interval_s for that SIM), dropped (given up after \
+         300 attempts).",
+    ),
+    family(
+        "imei_lockd_alert_outbox_depth",
+        Gauge,
+        COUNT,
+        "Alerts in the durable outbox waiting for delivery (read up to 256 per pass, so at most \
+         256).",
+    ),
+    // Daemon (src/bin/imei-lockd.rs).
+    family(
+        "imei_lockd_config_reloads_total",
+        Counter,
+        COUNT,
+        "SIGHUP configuration reloads by result: ok, error (the file did not load; the running \
+         configuration was kept).",
+    ),
+    family(
+        BUILD_INFO,
+        Gauge,
+        None,
+        "Always 1; the labels describe the running binary (version, rustc, profile, features).",
+    ),
+    // Store (src/store/, sampled by the daemon every 10 s).
+    family(
+        "imei_lockd_store_sims",
+        Gauge,
+        COUNT,
+        "SIMs in the store (RocksDB estimate, refreshed every 10 s).",
+    ),
+    family(
+        "imei_lockd_store_events",
+        Gauge,
+        COUNT,
+        "Events in the store (RocksDB estimate, refreshed every 10 s).",
+    ),
+    family(
+        "imei_lockd_store_outbox",
+        Gauge,
+        COUNT,
+        "Alert outbox entries in the store (RocksDB estimate, refreshed every 10 s).",
+    ),
+    family(
+        "imei_lockd_store_disk_bytes",
+        Gauge,
+        BYTES,
+        "Size of every file of the data directory (SST files, WAL, manifest), refreshed every \
+         10 s.",
+    ),
+    family(
+        "imei_lockd_store_errors_total",
+        Counter,
+        COUNT,
+        "Store operations that failed, by kind: backend (RocksDB returned an error), corrupt (a \
+         stored value did not decode).",
+    ),
+];
+
+/// Describes every family of [`FAMILIES`] and the process metrics to the installed recorder.
+/// Call once, after the recorder is installed and before `/metrics` serves.
+pub fn describe() {
+    for f in FAMILIES {
+        match (f.kind, f.unit) {
+            (Counter, Some(u)) => metrics::describe_counter!(f.name, u, f.help),
+            (Counter, None) => metrics::describe_counter!(f.name, f.help),
+            (Gauge, Some(u)) => metrics::describe_gauge!(f.name, u, f.help),
+            (Gauge, None) => metrics::describe_gauge!(f.name, f.help),
+            (Histogram, Some(u)) => metrics::describe_histogram!(f.name, u, f.help),
+            (Histogram, None) => metrics::describe_histogram!(f.name, f.help),
+        }
+    }
+    super::ProcessMetrics::describe();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    fn names() -> BTreeSet<&'static str> {
+        FAMILIES.iter().map(|f| f.name).collect()
+    }
+
+    #[test]
+    fn names_are_unique_and_follow_the_conventions() {
+        assert_eq!(names().len(), FAMILIES.len(), "a family is listed twice");
+        for f in FAMILIES {
+            assert!(f.name.starts_with("imei_lockd_"), "{}", f.name);
+            assert!(
+                f.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{}",
+                f.name
+            );
+            // Prometheus: counters end in _total, nothing else does.
+            assert_eq!(f.kind == Counter, f.name.ends_with("_total"), "{}", f.name);
+            if f.unit == SECONDS {
+                assert!(f.name.contains("_seconds"), "{}", f.name);
+            }
+            if f.unit == BYTES {
+                assert!(f.name.ends_with("_bytes"), "{}", f.name);
+            }
+            assert!(f.help.ends_with('.') && f.help.len() > 20, "{}", f.name);
+            assert!(
+                !f.help.contains('\n') && !f.help.contains("  "),
+                "{}",
+                f.name
+            );
+        }
+    }
+
+    /// Every `"imei_lockd_…"` string literal under `src/` names a family of the catalogue.
+    #[test]
+    fn every_metric_in_the_source_is_described() {
+        fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        assert!(files.len() > 20, "{files:?}");
+        let known = names();
+        let mut seen = BTreeSet::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (i, _) in text.match_indices("\"imei_lockd_") {
+                let rest = &text[i + 1..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                let name = &rest[..end];
+                // A whole string literal that is a name (not the bare prefix, not a path).
+                if rest[end..].starts_with('"') && name != "imei_lockd_" {
+                    assert!(
+                        known.contains(name),
+                        "{}: metric {name} has no entry in telemetry::catalogue::FAMILIES",
+                        file.display()
+                    );
+                    seen.insert(name.to_owned());
+                }
+            }
+        }
+        assert!(
+            seen.len() >= 20,
+            "the scan found too few metric names: {seen:?}"
+        );
+    }
+}
