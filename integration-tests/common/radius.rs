@@ -135,13 +135,3 @@ pub fn socket_drops(local: SocketAddr) -> Option<u64> {
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
-
-/// `RcvbufErrors` of the Udp line in /proc/net/snmp (Linux).
-pub fn rcvbuf_errors() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
-    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
-    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
-    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
-    values.get(i)?.parse().ok()
-}
