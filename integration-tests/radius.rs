@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use common::radius::{access_request, authenticator, drops, exchange, udp, SECRET};
-use common::{counter, Daemon};
+use common::radius::{
+    access_request, authenticator, drops, exchange, loopback, socket_drops, udp,
+    udp_with_recv_buffer, SECRET,
+};
+use common::{counter, wait_metrics, Daemon};
 use imei_lockd::radius::attr;
 use imei_lockd::radius::encode::encode_accounting_request;
 /// Device A, B, C (IMEISV: TAC + SNR + SVN); the lock keeps TAC + SNR (14 digits).
@@ -509,15 +512,51 @@ fn retransmission_gets_the_cached_answer_without_a_second_evaluation() {
     );
 }
 
+/// Receive buffer asked for the burst's client socket: 3000 answers take ~2.5 MB queued (832
+/// octets each), so the whole burst fits even when the reader thread gets no CPU meanwhile.
+const BURST_CLIENT_RCVBUF: usize = 16 << 20;
+
+/// A burst of 3000 Access-Requests from one socket, sent as fast as one thread can while another
+/// reads the answers: every request is accounted for, by the daemon's own counters and by the
+/// kernel's drop count of each socket (`drops` of /proc/net/udp), and none is lost silently:
+/// - sent = taken by the daemon (`packets_total`) + dropped by the kernel on the daemon's socket
+///   (`drops_total{reason="receive_buffer"}`, equal to that socket's own kernel count);
+/// - taken = answered (`responses_total` + `duplicates_total`) + `overload` drops, and no drop
+///   of any other reason;
+/// - answered = answers read by the client + answers the kernel dropped on the client's sockets
+///   + `send_error` drops.
+///
+/// Issue 16 (this test failed 2 runs of 3, 96 to 207 of 3000 answers missing, `RcvbufErrors`
+/// rising) was the test's own socket: on this 2-core machine under a parallel cargo build or
+/// `stress-ng --cpu 2`, with the client socket at the default 208 KiB, 8 runs of 10 lost 40 to
+/// 1044 answers, every one dropped by the kernel on the test's client socket (its `drops` = the
+/// answers missing = the `RcvbufErrors` increase) and none on the daemon's (8 MiB buffer:
+/// 0 `receive_buffer`, 0 `overload`, all 3000 answered). An answer takes 832 octets of receive
+/// buffer, so 208 KiB holds 256 of them, and the reader thread, sharing 2 cores with the sender
+/// and the daemon, fell behind. The client socket now asks for [`BURST_CLIENT_RCVBUF`]
+/// (`SO_RCVBUFFORCE` as root, else `SO_RCVBUF` within `net.core.rmem_max`): 0 answers missing
+/// in 16 runs of 16 under such load. With 32 KiB buffers on both sides instead, thousands of
+/// drops on the daemon's socket and some on the client's are accounted for exactly; a daemon
+/// that leaves kernel drops uncounted or silently loses 1 request in 100 fails. The test no longer
+/// requires that nothing be dropped: whether the daemon keeps up with a burst without kernel
+/// drops is a performance figure, which the overload benchmark (`scripts/bench-overload.sh`:
+/// `receive_buffer` drops) measures. The machine-wide `RcvbufErrors` is not compared at all: every
+/// other process's UDP sockets count there too.
 #[test]
-fn burst_is_not_dropped_by_the_kernel() {
+fn a_burst_is_answered_or_counted_as_dropped() {
     let d = Daemon::start("");
+    let port = d.ports.radius_auth;
+    if socket_drops(loopback(port)).is_none() {
+        eprintln!("no /proc/net/udp entry for the RADIUS port here: skipped");
+        return;
+    }
     let imsi = "001010000000009";
     d.api()
         .put_sim(imsi, json!({"imei_management": "disabled"}));
-    let before = common::radius::rcvbuf_errors();
     let n: usize = 3000;
-    let s = Arc::new(udp("127.0.0.1:0", Duration::from_secs(3)));
+    let (s, granted) =
+        udp_with_recv_buffer("127.0.0.1:0", Duration::from_secs(3), BURST_CLIENT_RCVBUF);
+    let s = Arc::new(s);
     let received = Arc::new(AtomicUsize::new(0));
     let reader = {
         let (s, received) = (s.clone(), received.clone());
@@ -538,30 +577,127 @@ fn burst_is_not_dropped_by_the_kernel() {
         let mut auth = [0u8; 16];
         auth[..8].copy_from_slice(&(i as u64).to_be_bytes());
         let pkt = raw_access((i % 256) as u8, auth, imsi, Some(IMEI_A), Some(SECRET));
-        s.send_to(&pkt, ("127.0.0.1", d.ports.radius_auth)).unwrap();
+        s.send_to(&pkt, ("127.0.0.1", port)).unwrap();
     }
     let sent_in = started.elapsed();
     reader.join().unwrap();
-    let answered = received.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let after = common::radius::rcvbuf_errors();
-    eprintln!(
-        "burst: {n} sent in {sent_in:?}, {answered} answered in {elapsed:?}; \
-         RcvbufErrors {before:?} -> {after:?}"
-    );
-    let m = metrics(&d);
-    assert_eq!(answered, n, "every request of the burst answered\n{m}");
-    assert_eq!(
-        counter(
-            &m,
-            "imei_lockd_radius_drops_total",
-            &["reason=\"overload\""]
-        ),
-        0.0
-    );
-    if let (Some(b), Some(a)) = (before, after) {
-        assert_eq!(a, b, "UDP RcvbufErrors grew during the burst");
+
+    // The daemon learns its socket's kernel drop count with the next datagram it takes
+    // (SO_RXQ_OVFL): a probe after the burst, from another socket (its answer is no burst
+    // answer), sent until answered.
+    let p = udp("127.0.0.1:0", Duration::from_secs(3));
+    let mut probes = 0usize;
+    let mut probe_answers = 0usize;
+    while probe_answers == 0 {
+        assert!(probes < 5, "no answer to {probes} requests after the burst");
+        probes += 1;
+        let mut auth = [0xee; 16];
+        auth[0] = probes as u8;
+        let pkt = raw_access(probes as u8, auth, imsi, Some(IMEI_A), Some(SECRET));
+        if exchange(&p, port, &pkt).is_some() {
+            probe_answers += 1;
+        }
     }
+    let sent = n + probes;
+    // Every request the daemon took is answered or dropped (an evaluation on the blocking pool
+    // may still run), then the answers sent meanwhile are read.
+    let m = wait_metrics(&d, Duration::from_secs(30), |m| {
+        let f = BurstFigures::of(m);
+        f.taken == f.answered + f.overload + f.other_drops
+    });
+    probe_answers += drain(&p);
+    let answers = received.load(Ordering::Relaxed) + drain(&s);
+    let f = BurstFigures::of(&m);
+    let daemon_socket = socket_drops(loopback(port)).unwrap() as usize;
+    let client_socket = socket_drops(s.local_addr().unwrap()).unwrap() as usize
+        + socket_drops(p.local_addr().unwrap()).unwrap() as usize;
+    eprintln!(
+        "burst: {n} sent in {sent_in:?}, read for {elapsed:?} (client buffer {granted} octets), \
+         then {probes} probe(s); daemon: {f:?}, its socket's kernel drops {daemon_socket}; \
+         client: {answers} + {probe_answers} answers read, {client_socket} dropped by its \
+         sockets' kernel"
+    );
+    assert_eq!(
+        f.receive_buffer, daemon_socket,
+        "the daemon counted each datagram the kernel dropped on its socket\n{m}"
+    );
+    assert_eq!(
+        f.taken + f.receive_buffer,
+        sent,
+        "each request reached the daemon or was counted as a kernel drop\n{m}"
+    );
+    assert_eq!(
+        f.other_drops, 0,
+        "no drop but overload or receive_buffer\n{m}"
+    );
+    assert_eq!(
+        f.answered + f.overload,
+        f.taken,
+        "the daemon answered each request it took, or counted it as overload\n{m}"
+    );
+    assert_eq!(
+        answers + probe_answers + client_socket + f.send_error,
+        f.answered,
+        "each answer was read, or dropped by the kernel on the client's socket, or counted as \
+         a send error\n{m}"
+    );
+}
+
+/// The auth port's counters for [`a_burst_is_answered_or_counted_as_dropped`].
+#[derive(Debug)]
+struct BurstFigures {
+    /// Datagrams the daemon received (`packets_total`).
+    taken: usize,
+    /// Answers sent: evaluated (`responses_total`) or from the duplicate cache.
+    answered: usize,
+    receive_buffer: usize,
+    overload: usize,
+    send_error: usize,
+    /// Drops of any other reason (unanswered requests the daemon took).
+    other_drops: usize,
+}
+
+impl BurstFigures {
+    fn of(m: &str) -> Self {
+        let auth = "port=\"auth\"";
+        let get = |name: &str, labels: &[&str]| counter(m, name, labels) as usize;
+        let drops = |reason: &str| {
+            get(
+                "imei_lockd_radius_drops_total",
+                &[auth, &format!("reason=\"{reason}\"")],
+            )
+        };
+        let (receive_buffer, overload, send_error) = (
+            drops("receive_buffer"),
+            drops("overload"),
+            drops("send_error"),
+        );
+        Self {
+            taken: get("imei_lockd_radius_packets_total", &[auth]),
+            answered: get("imei_lockd_radius_responses_total", &[auth])
+                + get("imei_lockd_radius_duplicates_total", &[auth]),
+            receive_buffer,
+            overload,
+            send_error,
+            other_drops: get("imei_lockd_radius_drops_total", &[auth])
+                - receive_buffer
+                - overload
+                - send_error,
+        }
+    }
+}
+
+/// Reads what is queued on `s` (waiting up to 500 ms for each datagram); returns how many.
+fn drain(s: &std::net::UdpSocket) -> usize {
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    while s.recv_from(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 //! 3GPP-IMSI, User-Name and an optional 3GPP-IMEISV, sockets with a receive timeout, one
 //! request/answer exchange.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 use imei_lockd::radius::attr;
 use imei_lockd::radius::encode::encode_access_request;
@@ -62,6 +64,32 @@ pub fn udp(local: &str, timeout: Duration) -> UdpSocket {
     s
 }
 
+/// A UDP socket on `local` with a receive timeout and a receive buffer of `bytes`:
+/// `SO_RCVBUFFORCE` where the process may (root, CAP_NET_ADMIN), else `SO_RCVBUF`, which
+/// `net.core.rmem_max` caps. Returns the socket and the buffer size the kernel reports (on Linux
+/// twice the value set: its bookkeeping overhead is charged to the buffer).
+pub fn udp_with_recv_buffer(local: &str, timeout: Duration, bytes: usize) -> (UdpSocket, usize) {
+    let addr: SocketAddr = local.parse().unwrap();
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let forced = imei_lockd::radius::mmsg::set_int_option(
+        &sock,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        libc::c_int::try_from(bytes).unwrap(),
+    );
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let forced: std::io::Result<()> = Err(std::io::ErrorKind::Unsupported.into());
+    if forced.is_err() {
+        sock.set_recv_buffer_size(bytes).unwrap();
+    }
+    sock.bind(&addr.into()).unwrap();
+    let granted = sock.recv_buffer_size().unwrap();
+    let s = UdpSocket::from(sock);
+    s.set_read_timeout(Some(timeout)).unwrap();
+    (s, granted)
+}
+
 /// Sends `pkt` to 127.0.0.1:`port` and returns the answer, or None after the socket's timeout.
 pub fn exchange(s: &UdpSocket, port: u16, pkt: &[u8]) -> Option<Vec<u8>> {
     s.send_to(pkt, ("127.0.0.1", port)).unwrap();
@@ -78,15 +106,24 @@ pub fn drops(metrics: &str, reason: &str) -> f64 {
     )
 }
 
-/// The kernel's drop count of the UDP socket bound to local `port` (the `drops` column of
-/// /proc/net/udp, Linux; IPv4 sockets only).
-pub fn socket_drops(port: u16) -> Option<u64> {
+/// The kernel's drop count of the IPv4 UDP socket bound to `local` (the `drops` column of
+/// /proc/net/udp, Linux): datagrams dropped because its receive buffer was full. None when there
+/// is no such file or no such socket.
+pub fn socket_drops(local: SocketAddr) -> Option<u64> {
+    let SocketAddr::V4(v4) = local else {
+        return None;
+    };
+    // The address as the kernel prints it: the in-memory (network order) octets as a native
+    // u32 in hex, then the port in hex.
+    let key = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
     let text = std::fs::read_to_string("/proc/net/udp").ok()?;
-    let port = format!(":{port:04X}");
     text.lines().skip(1).find_map(|l| {
         let fields: Vec<&str> = l.split_whitespace().collect();
-        let local = fields.get(1)?;
-        if local.ends_with(&port) {
+        if *fields.get(1)? == key {
             fields.last()?.parse().ok()
         } else {
             None
@@ -94,12 +131,7 @@ pub fn socket_drops(port: u16) -> Option<u64> {
     })
 }
 
-/// `RcvbufErrors` of the Udp line in /proc/net/snmp (Linux).
-pub fn rcvbuf_errors() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
-    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
-    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
-    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
-    values.get(i)?.parse().ok()
+/// The daemon's RADIUS socket on 127.0.0.1:`port`, for [`socket_drops`].
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }

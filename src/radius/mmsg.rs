@@ -39,13 +39,13 @@ pub fn enable_drop_count(socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
 }
 
 /// `setsockopt(2)` of an option whose value is a C `int`, for the options `socket2` does not
-/// offer (`SO_RXQ_OVFL`, `SO_RCVBUFFORCE`).
+/// offer (`SO_RXQ_OVFL`, `SO_RCVBUFFORCE`; the integration tests' clients use it too).
 ///
 /// # Errors
 /// The `setsockopt` error.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[allow(unsafe_code)]
-pub(crate) fn set_int_option(
+pub fn set_int_option(
     socket: &impl std::os::fd::AsRawFd,
     level: libc::c_int,
     name: libc::c_int,
