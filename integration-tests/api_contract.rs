@@ -171,12 +171,21 @@ fn bodies_of_another_type_are_415_and_202_points_at_the_request() {
     let r = http()
         .put(d.url(&format!("/v1/sims/{SIM}")))
         .bearer_auth(TOKEN)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("imei_management=lock")
+        .header("content-type", "text/xml")
+        .body("<sim/>")
         .send()
         .unwrap();
     assert_eq!(r.status(), 415);
     assert_eq!(r.json::<Value>().unwrap()["field"], "content-type");
+    // `curl -d` and urllib label any body form-urlencoded: taken as JSON, as it always was.
+    let r = http()
+        .put(d.url(&format!("/v1/sims/{SIM}")))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"msisdn": "4917"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
     let r = http()
         .post(d.url("/v1/sims:import"))
         .bearer_auth(TOKEN)

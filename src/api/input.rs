@@ -73,8 +73,10 @@ pub(super) fn check_digits(field: &str, s: &str, max: usize) -> ApiResult<()> {
 
 /// The `Content-Type` of a body, checked against what the route takes: `expected` (`json`:
 /// `application/json` or any `+json` type; `csv`: `text/csv` or `text/plain`). A body sent
-/// without a type is taken as the route's own (curl sends none for `--data-binary @file`
-/// with `-H` forgotten, and scripts rely on it); any other type is a 415.
+/// without a type, or with `application/x-www-form-urlencoded` — the type `curl -d` and
+/// Python's urllib put on any body when the caller names none — is taken as the route's own:
+/// operators' scripts written that way kept working before types were checked, and must keep
+/// working. Any other type is a 415.
 pub(super) fn check_content_type(headers: &HeaderMap, expected: BodyKind) -> ApiResult<()> {
     let Some(v) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
@@ -86,6 +88,9 @@ pub(super) fn check_content_type(headers: &HeaderMap, expected: BodyKind) -> Api
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    if essence == "application/x-www-form-urlencoded" {
+        return Ok(());
+    }
     let ok = match expected {
         BodyKind::Json => essence == "application/json" || essence.ends_with("+json"),
         BodyKind::Csv => essence == "text/csv" || essence == "text/plain",
@@ -236,7 +241,9 @@ mod tests {
             ("application/merge-patch+json", true, false),
             ("text/csv", false, true),
             ("text/plain;charset=utf-8", false, true),
-            ("application/x-www-form-urlencoded", false, false),
+            ("application/x-www-form-urlencoded", true, true),
+            ("text/xml", false, false),
+            ("multipart/form-data; boundary=x", false, false),
         ] {
             h.insert(header::CONTENT_TYPE, t.parse().unwrap());
             assert_eq!(
