@@ -110,7 +110,7 @@ struct Common {
     /// i × stride).
     #[arg(long, default_value_t = 1)]
     stride: u64,
-    /// Present another device's IMEI every Nth request (0 = never).
+    /// Present another device's IMEI on every Nth request of each worker (0 = never).
     #[arg(long, default_value_t = 0)]
     mismatch_every: u64,
     /// A request unanswered after this many milliseconds counts as a timeout.
@@ -240,10 +240,13 @@ fn quota_of(count: u64, seed: u64, workers: usize) -> u64 {
     }
 }
 
-fn sim_of(c: &Common, k: u64) -> (String, String) {
+/// The SIM of request `k` (numbered across workers) and the device it presents; `n` is the
+/// request's number within its worker, so that every worker presents another device on every
+/// `--mismatch-every`th request whatever share of the load it gets.
+fn sim_of(c: &Common, k: u64, n: u64) -> (String, String) {
     let i = (k % c.sims.max(1)) * c.stride.max(1);
     let imsi = format!("{:015}", c.imsi_base + i);
-    let mismatch = c.mismatch_every > 0 && k % c.mismatch_every == c.mismatch_every - 1;
+    let mismatch = c.mismatch_every > 0 && n % c.mismatch_every == c.mismatch_every - 1;
     let dev = c.imei_base + i + if mismatch { 50_000_000 } else { 0 };
     let imei = Imei::from_u64(dev % 100_000_000_000_000)
         .map_or_else(|| "35000000000000".to_owned(), |x| x.to_string());
@@ -349,7 +352,7 @@ fn radius_worker(args: Arc<RadiusArgs>, seed: u64, workers: usize) -> Result<Tal
                 next_id = next_id.wrapping_add(1);
                 tries += 1;
             }
-            let (imsi, imeisv) = sim_of(c, k);
+            let (imsi, imeisv) = sim_of(c, k, tally.sent);
             k += workers as u64;
             let vsa = encode_vsa(
                 10415,
@@ -654,8 +657,8 @@ fn gx_worker(args: Arc<GxArgs>, seed: u64, workers: usize) -> Result<Tally, Stri
             } else if sending && started < quota {
                 match pacer.due(now) {
                     Ok(due) => {
+                        let (imsi, imeisv) = sim_of(c, k, started);
                         started += 1;
-                        let (imsi, imeisv) = sim_of(c, k);
                         let session = format!("{host};{seed};{k}");
                         k += workers as u64;
                         let follow = args.terminate.then(|| (session.clone(), imsi.clone()));
