@@ -1,5 +1,5 @@
 //! Smoke runs of the benchmark scripts (benchmarks are not tests: this only keeps
-//! `scripts/bench-{radius,diameter,scale}.sh --smoke` working on the dev build and checks that
+//! `scripts/bench-{radius,diameter,scale}.sh --smoke` working on the test build and checks that
 //! what they wrote adds up). A few seconds each; the figures are not judged.
 
 mod common;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use imei_lockd::fuzzing::TARGETS;
 
-/// Mutated inputs per target (a few seconds in all in the debug test build).
+/// Mutated inputs per target (under a second in all in the release test build).
 const ROUNDS: usize = 10_000;
 
 fn fuzz_dir() -> PathBuf {
