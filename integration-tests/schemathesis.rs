@@ -46,6 +46,8 @@ fn schemathesis_finds_nothing() {
         .args(["--report", "junit"])
         .arg("--report-dir")
         .arg(report.path())
+        // Its cache (`.schemathesis/`) goes to the temporary directory, not the work tree.
+        .current_dir(report.path())
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
