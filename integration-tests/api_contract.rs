@@ -104,6 +104,15 @@ fn query_and_path_errors_are_json_naming_the_parameter() {
     let allow = r.headers()["allow"].to_str().unwrap().to_owned();
     assert!(allow.contains("PUT") && allow.contains("DELETE"), "{allow}");
     assert_eq!(r.json::<Value>().unwrap()["field"], "method");
+    // Each refusal is counted by status and logged naming the field.
+    let m = common::metrics_text(&d);
+    let count = |status: &str| common::counter(&m, "imei_lockd_api_refused_total", &[status]);
+    assert_eq!(count("status=\"400\""), 18.0, "{m}");
+    assert_eq!(count("status=\"404\""), 1.0);
+    assert_eq!(count("status=\"405\""), 1.0);
+    assert_eq!(count("status=\"415\""), 0.0, "registered at 0");
+    assert!(d.log_text().contains("API request refused"));
+    assert!(d.log_text().contains("imsi_prefix"));
 }
 
 #[test]

@@ -64,8 +64,30 @@ impl ApiError {
     }
 }
 
+/// The statuses counted in `imei_lockd_api_refused_total` (registered at 0 by [`register`]).
+const REFUSED: [StatusCode; 4] = [
+    StatusCode::BAD_REQUEST,
+    StatusCode::NOT_FOUND,
+    StatusCode::METHOD_NOT_ALLOWED,
+    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+];
+
+/// Registers every `imei_lockd_api_refused_total{status}` series at 0.
+pub(super) fn register() {
+    for s in REFUSED {
+        metrics::counter!("imei_lockd_api_refused_total", "status" => s.as_str().to_owned())
+            .increment(0);
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if REFUSED.contains(&self.status) {
+            metrics::counter!("imei_lockd_api_refused_total", "status" => self.status.as_str().to_owned())
+                .increment(1);
+            tracing::info!(status = self.status.as_u16(), field = self.field.as_deref().unwrap_or(""),
+                error = %self.message, "API request refused");
+        }
         let body = match &self.field {
             Some(f) => json!({"error": self.message, "field": f}),
             None => json!({"error": self.message}),

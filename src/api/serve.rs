@@ -72,6 +72,7 @@ pub async fn serve(
     let (close_tx, close_rx) = tokio::sync::watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();
     let mut stop = std::pin::pin!(stop);
+    super::error::register();
     for reason in ["header_timeout", "body_timeout", "body_too_large"] {
         metrics::counter!("imei_lockd_api_errors_total", "reason" => reason).increment(0);
     }

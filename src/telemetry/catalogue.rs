@@ -139,7 +139,14 @@ pub const FAMILIES: &[Family] = &[
          message_timeout, too_busy, duplicate, watchdog_expired, cer_rejected, \
          connection_limit, ...).",
     ),
-    // REST API (src/api.rs).
+    // REST API (src/api/).
+    family(
+        "imei_lockd_api_refused_total",
+        Counter,
+        COUNT,
+        "REST API requests refused by a handler or the router, by HTTP status (400 bad input, \
+         404 unknown SIM/profile/request/route, 405, 415); the log line names the field.",
+    ),
     family(
         "imei_lockd_api_errors_total",
         Counter,
