@@ -3,14 +3,17 @@
 # Idempotent: packages already present are not fetched again. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
-# Build: bindgen (librocksdb-sys) needs libclang; RocksDB itself is compiled from C++ by cargo.
-APT_BUILD=(libclang-dev g++ make)
+# Build: bindgen (librocksdb-sys) needs libclang; RocksDB itself is compiled from C++ by cargo;
+# etcd-client's build compiles etcd's gRPC protocol with protoc (protobuf-compiler).
+APT_BUILD=(libclang-dev g++ make protobuf-compiler)
 # Tests: real third-party peers; systemd for `systemd-analyze verify` of the unit; freeradius
 # (the server) for scripts/bench-radius.sh (its smoke run is a test); qemu, busybox-static and
 # cpio for the SCTP guest (scripts/sctp-guest.sh, which downloads its kernel); prometheus for
-# promtool (checks the scrape, the alert rules and their unit tests; the server is not run).
+# promtool (checks the scrape, the alert rules and their unit tests; the server is not run);
+# etcd-server (and etcd-client's etcdctl) for cluster mode: the tests start their own members on
+# loopback ports, never the packaged service.
 APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd freeradius
-  qemu-system-x86 busybox-static cpio prometheus)
+  qemu-system-x86 busybox-static cpio prometheus etcd-server etcd-client)
 PIP_TEST=(python-diameter==0.9.0 schemathesis==4.32.5)
 
 want=("${APT_BUILD[@]}")
@@ -27,8 +30,8 @@ if ((${#missing[@]})); then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO=sudo
   $SUDO apt-get update -qq
-  # Packages with a service (freeradius, freediameterd, prometheus) must not start it or hold
-  # its ports (1812/1813, 3868, 9090): the tests and benchmarks start their own instances (of
+  # Packages with a service (freeradius, freediameterd, prometheus, etcd-server) must not start it
+  # or hold its ports (1812/1813, 3868, 9090, 2379/2380): the tests and benchmarks start their own instances (of
   # prometheus only promtool is used). Without a policy-rc.d already in place (containers have
   # one), add one for the install.
   policy=/usr/sbin/policy-rc.d
@@ -41,7 +44,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if ((added_policy)); then $SUDO rm -f $policy; fi
   # And not at the next boot either (systemd hosts).
-  for service in freeradius prometheus; do
+  for service in freeradius prometheus etcd; do
     if [[ " ${missing[*]} " == *" $service "* && -d /run/systemd/system ]]; then
       $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
     fi
