@@ -12,7 +12,7 @@ use imei_lockd::context::{AuthContext, Imsi, Interface, Phase, PresentedImei, Re
 use imei_lockd::engine::{Engine, EnginePolicy, SystemClock};
 use imei_lockd::imei::Imei;
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
-use imei_lockd::store::{Batch, Durability, ImeiManagement, SimRecord, Store};
+use imei_lockd::store::{commit_blocking, Batch, Durability, ImeiManagement, SimRecord, Store};
 
 fn imsi_of(i: u64) -> Imsi {
     format!("00101{i:010}").parse().expect("valid IMSI")
@@ -69,7 +69,7 @@ fn main() {
                 s.bound = Some(imei_of(j));
                 b.put_sim(s);
             }
-            store.write(b, Durability::Buffered).expect("write");
+            commit_blocking(&store, b, Durability::Buffered).expect("write");
             i += 10_000;
         }
         store.compact().expect("compact");

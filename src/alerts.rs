@@ -13,7 +13,9 @@ use tokio::sync::watch;
 
 use crate::config::WebhookConfig;
 use crate::engine::Clock;
-use crate::store::{Batch, Durability, EventKind, Millis, Op, OutboxEntry, Store, StoreError};
+use crate::store::{
+    Batch, Durability, EventKind, Millis, Op, OutboxEntry, Singleton, Store, StoreError,
+};
 
 /// Give up on an alert after this many failed attempts (about a day with the backoff cap).
 const MAX_ATTEMPTS: u32 = 300;
@@ -76,8 +78,11 @@ impl AlertDelivery {
     /// Delivers until `stop` changes.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         loop {
-            if let Err(e) = self.pass().await {
-                tracing::warn!(error = %e, "alert outbox pass failed");
+            // One node at a time delivers from the (cluster-wide) outbox.
+            if self.store.holds(Singleton::Alerts) {
+                if let Err(e) = self.pass().await {
+                    tracing::warn!(error = %e, "alert outbox pass failed");
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -152,7 +157,8 @@ impl AlertDelivery {
                 }
                 batch.push(Op::DeleteOutbox { id });
             }
-            self.store.write(batch, Durability::Buffered)?;
+            // At least once: a lost compare cannot happen (no SIM, no expectation in it).
+            self.store.commit(batch, Durability::Buffered).await?;
         }
         Ok(())
     }

@@ -20,8 +20,8 @@ use serde::Deserialize;
 use crate::context::{AuthContext, Decision, Interface, Phase, PresentedImei, Reason, Verdict};
 use crate::imei::Imei;
 use crate::store::{
-    Batch, Durability, Event, EventKind, ImeiManagement, Millis, Op, OutboxEntry, SimRecord, Store,
-    StoreError,
+    commit_blocking, Batch, Commit, Durability, Event, EventKind, ImeiManagement, LocalRead,
+    Millis, Op, OutboxEntry, SimRecord, Store, StoreError,
 };
 use crate::telemetry::Handles;
 
@@ -111,6 +111,11 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("SIM {0} kept changing during {MAX_CAS_ATTEMPTS} attempts")]
     Contention(crate::context::Imsi),
+    /// This node may not answer sessions now (cluster mode: its lease is not valid or its cache
+    /// has not caught up). RADIUS sends no answer, so the gateway fails over; Diameter answers
+    /// DIAMETER_TOO_BUSY.
+    #[error("this node is not serving sessions (lease lost or catching up)")]
+    NotServing,
 }
 
 /// The outcome of one row of the decision table.
@@ -172,7 +177,10 @@ pub fn judge(
 ///
 /// # Errors
 /// Store errors reading the profile.
-pub fn effective_value(store: &dyn Store, sim: &SimRecord) -> Result<ImeiManagement, StoreError> {
+pub fn effective_value(
+    store: &(impl LocalRead + ?Sized),
+    sim: &SimRecord,
+) -> Result<ImeiManagement, StoreError> {
     if let Some(v) = sim.value {
         return Ok(v);
     }
@@ -213,6 +221,10 @@ pub fn register_metrics() {
         let _ = metrics::histogram!("imei_lockd_decision_duration_seconds", "interface" => i);
         metrics::counter!("imei_lockd_imei_malformed_total", "interface" => i).increment(0);
         metrics::counter!("imei_lockd_engine_errors_total", "interface" => i).increment(0);
+        metrics::counter!("imei_lockd_not_serving_total", "interface" => i).increment(0);
+    }
+    for outcome in ["committed", "lost_compare", "unknown"] {
+        metrics::counter!("imei_lockd_bind_commits_total", "outcome" => outcome).increment(0);
     }
 }
 
@@ -285,6 +297,19 @@ impl Engine {
         access: Access,
     ) -> Option<Result<Decision, EngineError>> {
         let started = Instant::now();
+        // Before every answer, not only in a background task: a node that was frozen (SIGSTOP,
+        // a VM pause) wakes believing in a lease the cluster has already expired.
+        if !self.store.serving() {
+            static REFUSED: Handles<Interface, Counter> = Handles::new();
+            REFUSED.with(
+                ctx.interface,
+                |i| metrics::counter!("imei_lockd_not_serving_total", "interface" => i.as_str()),
+                |c| c.increment(1),
+            );
+            tracing::debug!(imsi = %ctx.imsi, interface = %ctx.interface, peer = %ctx.peer,
+                "session not answered: this node is not serving");
+            return Some(Err(EngineError::NotServing));
+        }
         let result = self.decide_inner(ctx, access).transpose()?;
         if let PresentedImei::Malformed(e) = &ctx.imei {
             metrics::counter!("imei_lockd_imei_malformed_total", "interface" => ctx.interface.as_str())
@@ -336,8 +361,11 @@ impl Engine {
     ) -> Result<Option<Decision>, EngineError> {
         let presented = ctx.imei.imei();
         let policy = self.policy.read().clone();
+        // After a commit whose outcome is unknown: the SIM as the source of truth holds it.
+        let mut read_back: Option<Option<SimRecord>> = None;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let sim = match access {
+                _ if read_back.is_some() => read_back.take().flatten(),
                 Access::Store => self.store.sim(&ctx.imsi)?,
                 Access::MemoryOnly => match self.store.sim_in_memory(&ctx.imsi) {
                     Some(sim) => Some(sim),
@@ -426,10 +454,25 @@ impl Engine {
                 batch.push(Op::PutEvent(ev));
             }
             if !batch.is_empty() {
-                match self.store.write(batch, durability) {
-                    Ok(()) => {}
-                    Err(StoreError::Conflict(_)) => continue,
-                    Err(e) => return Err(e.into()),
+                let binds = j.bind.is_some();
+                match commit_blocking(&*self.store, batch, durability)? {
+                    Commit::Committed => count_bind(binds, "committed"),
+                    Commit::Conflict => {
+                        // Judge again on the newer state (this node's reads already show it).
+                        count_bind(binds, "lost_compare");
+                        continue;
+                    }
+                    Commit::Unknown => {
+                        // Never accept on a write that may not be in: read the source of truth
+                        // and judge again (a bind that did commit then reads as a match).
+                        count_bind(binds, "unknown");
+                        tracing::warn!(imsi = %ctx.imsi, session = %ctx.session_id,
+                            "outcome of a bind unknown; reading it back");
+                        read_back = Some(crate::store::blocking::wait(
+                            self.store.read_back(ctx.imsi),
+                        )?);
+                        continue;
+                    }
                 }
             }
             return Ok(Some(Decision {
@@ -461,6 +504,14 @@ impl Engine {
             Some(imei) => self.store.note_seen(&sim.imsi, imei, now),
             None => Ok(()),
         }
+    }
+}
+
+/// `imei_lockd_bind_commits_total{outcome}`: what became of each write of a binding (state
+/// changes that bind nothing are not counted).
+fn count_bind(binds: bool, outcome: &'static str) {
+    if binds {
+        metrics::counter!("imei_lockd_bind_commits_total", "outcome" => outcome).increment(1);
     }
 }
 

@@ -70,7 +70,10 @@ fn put_sim(e: &Engine, sim: &str, value: Option<ImeiManagement>, bound: Option<&
     rec.bound = bound.map(imei);
     let mut b = Batch::new();
     b.put_sim(rec);
-    store.write(b, Durability::Synced).unwrap();
+    assert_eq!(
+        crate::store::commit_blocking(&**store, b, Durability::Synced).unwrap(),
+        crate::store::Commit::Committed
+    );
 }
 
 fn set_profile(e: &Engine, sim: &str, profile: &str, value: ImeiManagement) {
@@ -88,7 +91,10 @@ fn set_profile(e: &Engine, sim: &str, profile: &str, value: ImeiManagement) {
         .unwrap_or_else(|| SimRecord::new(imsi(sim)));
     rec.profile = Some(profile.into());
     b.put_sim(rec);
-    store.write(b, Durability::Synced).unwrap();
+    assert_eq!(
+        crate::store::commit_blocking(&**store, b, Durability::Synced).unwrap(),
+        crate::store::Commit::Committed
+    );
 }
 
 fn bound(e: &Engine, sim: &str) -> Option<Imei> {

@@ -24,8 +24,9 @@ use tokio::sync::watch;
 use crate::context::{Imsi, Interface};
 use crate::engine::Clock;
 use crate::store::{
-    Batch, Charge, Durability, Event, EventKind, ImeiManagement, Millis, Op, Operation,
-    ProfileRecord, RequestRecord, RequestStatus, SimRecord, Store, StoreError,
+    commit_blocking, Batch, Charge, Commit, Durability, Event, EventKind, ImeiManagement,
+    LocalRead, Millis, Op, Operation, ProfileRecord, RequestRecord, RequestStatus, SimRecord,
+    Singleton, Store, StoreError,
 };
 
 /// Meta key: the last processed request's sequence number (8 octets BE).
@@ -134,16 +135,12 @@ impl Provisioner {
         self.pending.set(last.saturating_sub(done) as f64);
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    /// Accepts a request: durable when this returns.
+    /// Accepts a request: durable when this returns (embedded: synced; cluster: on a quorum).
     ///
     /// # Errors
     /// Store errors; the request was then not accepted.
-    pub fn submit(&self, op: Operation) -> Result<RequestRecord, ProvisioningError> {
-        let rec = self.store.submit_request(op, self.clock.now_ms())?;
+    pub async fn submit(&self, op: Operation) -> Result<RequestRecord, ProvisioningError> {
+        let rec = self.store.append_request(op, self.clock.now_ms()).await?;
         metrics::counter!("imei_lockd_provisioning_requests_total", "status" => "submitted")
             .increment(1);
         tracing::info!(request = rec.seq, "provisioning request accepted");
@@ -152,7 +149,8 @@ impl Provisioner {
         Ok(rec)
     }
 
-    /// The sequence number of the last processed request.
+    /// The sequence number of the last request in effect on every node serving sessions (the
+    /// API reports a request `processed` or `failed` only up to here).
     pub fn processed_seq(&self) -> u64 {
         *self.processed.borrow()
     }
@@ -163,25 +161,72 @@ impl Provisioner {
         let _ = tokio::time::timeout(timeout, rx.wait_for(|&done| done >= seq)).await;
     }
 
-    /// Runs the processor until `stop` fires: processes whatever is pending, then sleeps until a
-    /// submit or a one-second tick (month roll-over).
+    /// Runs the processor until `stop` fires: processes whatever is pending (on the node that
+    /// holds the provisioning singleton), publishes what is in effect everywhere, then sleeps
+    /// until a submit, a change applied to this node's reads, or a one-second tick (month
+    /// roll-over).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
-            let this = self.clone();
-            let res = tokio::task::spawn_blocking(move || this.process_pending()).await;
-            match res {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "provisioning pass failed; retrying"),
-                Err(e) => tracing::error!(error = %e, "provisioning task failed; retrying"),
+            if self.store.holds(Singleton::Provisioning) {
+                let this = self.clone();
+                let res = tokio::task::spawn_blocking(move || this.process_pending()).await;
+                match res {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "provisioning pass failed; retrying"),
+                    Err(e) => tracing::error!(error = %e, "provisioning task failed; retrying"),
+                }
             }
+            self.publish_processed().await;
             tokio::select! {
                 _ = self.wake.notified() => {}
+                _ = self.store.applied_changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {
                 return;
             }
+        }
+    }
+
+    /// Advances [`Provisioner::processed_seq`] to the cursor this node's reads show, once every
+    /// node serving sessions has applied as much (at once on the embedded store).
+    pub async fn publish_processed(&self) {
+        let Ok(cursor) = read_cursor(&*self.store) else {
+            return;
+        };
+        if cursor <= *self.processed.borrow() {
+            return;
+        }
+        let position = self.store.applied();
+        if self
+            .store
+            .wait_everywhere(position, Duration::from_secs(2))
+            .await
+        {
+            self.processed.send_if_modified(|p| {
+                let advance = cursor > *p;
+                if advance {
+                    *p = cursor;
+                }
+                advance
+            });
+            self.publish_pending();
+        } else {
+            tracing::warn!(
+                request = cursor,
+                "processed requests not yet in effect on every serving node; still waiting"
+            );
+        }
+    }
+
+    /// Commits a batch of the processor's; a lost compare or an unknown outcome is an error (the
+    /// pass stops and the request is applied again from fresh state).
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        match commit_blocking(&*self.store, batch, Durability::Synced)? {
+            Commit::Committed => Ok(()),
+            Commit::Conflict => Err(StoreError::Conflict("a SIM or the request cursor".into())),
+            Commit::Unknown => Err(StoreError::Unknown("a provisioning batch".into())),
         }
     }
 
@@ -200,7 +245,11 @@ impl Provisioner {
                 break;
             }
             for req in batch {
-                self.process_one(req)?;
+                if !self.process_one(req)? {
+                    // Not applied this time (a lost compare): next pass, from fresh state.
+                    self.publish_pending();
+                    return Ok(done);
+                }
                 done += 1;
             }
         }
@@ -208,7 +257,11 @@ impl Provisioner {
         Ok(done)
     }
 
-    fn process_one(&self, req: RequestRecord) -> Result<(), ProvisioningError> {
+    /// Applies one request; `false` if it was left pending (a compare lost).
+    fn process_one(&self, req: RequestRecord) -> Result<bool, ProvisioningError> {
+        // The cursor as read now: the final batch applies only if it still is (one processor's
+        // write fences any other that believes it holds the singleton).
+        let cursor_before = self.store.meta(CURSOR_KEY)?;
         let now = self.clock.now_ms();
         let mut attempt = 0;
         let outcome = loop {
@@ -229,18 +282,20 @@ impl Provisioner {
             processed_at: Some(now),
             ..req.clone()
         }));
+        batch.push(Op::ExpectMeta {
+            key: CURSOR_KEY.into(),
+            value: cursor_before,
+        });
         batch.push(Op::PutMeta {
             key: CURSOR_KEY.into(),
             value: req.seq.to_be_bytes().to_vec(),
         });
-        match self.store.write(batch, Durability::Synced) {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
-                // A session changed a SIM between apply and write: leave it pending, next pass
-                // applies it again from fresh state.
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
+        match commit_blocking(&*self.store, batch, Durability::Synced)? {
+            Commit::Committed => {}
+            // A session changed a SIM between apply and write, or another processor moved the
+            // cursor; or the outcome is unknown: leave it pending, the next pass applies it again
+            // from fresh state (or skips it if it did commit).
+            Commit::Conflict | Commit::Unknown => return Ok(false),
         }
         let label = if status == RequestStatus::Processed {
             "processed"
@@ -258,9 +313,8 @@ impl Provisioner {
                 tracing::warn!(request = req.seq, op = op_name(&req.op), error = %e, "request failed")
             }
         }
-        self.processed.send_replace(req.seq);
         self.publish_pending();
-        Ok(())
+        Ok(true)
     }
 
     /// Builds the batch that applies `req`. Fan-out requests write their SIM chunks directly and
@@ -362,7 +416,7 @@ impl Provisioner {
                         self.stage_sim(&mut b, current.as_ref(), next, now, &detail)?;
                         staged.insert(row.imsi, staged_next);
                     }
-                    self.store.write(b, Durability::Synced)?;
+                    self.commit(b)?;
                 }
             }
         }
@@ -476,7 +530,7 @@ impl Provisioner {
                     self.stage_charge(&mut b, &sim, now, now, Some(profile))?;
                 }
             }
-            self.store.write(b, Durability::Synced)?;
+            self.commit(b)?;
             after = Some(last);
         }
     }
@@ -484,17 +538,19 @@ impl Provisioner {
     /// Writes carry-over charges for every month boundary passed since the last run.
     fn roll_months(&self) -> Result<(), ProvisioningError> {
         let now_month = month_of(self.clock.now_ms());
-        let billed = self
-            .store
-            .meta(BILLED_MONTH_KEY)?
-            .and_then(|v| String::from_utf8(v).ok());
+        let raw = self.store.meta(BILLED_MONTH_KEY)?;
+        let billed = raw.clone().and_then(|v| String::from_utf8(v).ok());
         let Some(mut billed) = billed else {
             let mut b = Batch::new();
+            b.push(Op::ExpectMeta {
+                key: BILLED_MONTH_KEY.into(),
+                value: None,
+            });
             b.push(Op::PutMeta {
                 key: BILLED_MONTH_KEY.into(),
                 value: now_month.into_bytes(),
             });
-            self.store.write(b, Durability::Synced)?;
+            self.commit(b)?;
             return Ok(());
         };
         while billed < now_month {
@@ -504,13 +560,18 @@ impl Provisioner {
             let (ny, nm) = next_month(y, m);
             let start = month_start(ny, nm);
             let charged = self.charge_locked_sims(start)?;
-            billed = month_of(start);
+            let previous = std::mem::replace(&mut billed, month_of(start));
             let mut b = Batch::new();
+            // Done once cluster-wide: a second processor's roll-over of the same month loses.
+            b.push(Op::ExpectMeta {
+                key: BILLED_MONTH_KEY.into(),
+                value: Some(previous.into_bytes()),
+            });
             b.push(Op::PutMeta {
                 key: BILLED_MONTH_KEY.into(),
                 value: billed.clone().into_bytes(),
             });
-            self.store.write(b, Durability::Synced)?;
+            self.commit(b)?;
             tracing::info!(month = %billed, sims = charged, "billing month rolled over");
         }
         Ok(())
@@ -532,7 +593,7 @@ impl Provisioner {
                     charged += 1;
                 }
             }
-            self.store.write(b, Durability::Synced)?;
+            self.commit(b)?;
             after = Some(last);
         }
     }
@@ -581,7 +642,7 @@ fn op_name(op: &Operation) -> &'static str {
     }
 }
 
-fn read_cursor(store: &dyn Store) -> Result<u64, StoreError> {
+fn read_cursor(store: &(impl LocalRead + ?Sized)) -> Result<u64, StoreError> {
     Ok(store
         .meta(CURSOR_KEY)?
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())

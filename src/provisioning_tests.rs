@@ -19,6 +19,7 @@ impl Clock for TestClock {
 
 struct World {
     clock: Arc<TestClock>,
+    store: Arc<dyn Store>,
     prov: Provisioner,
     engine: Engine,
 }
@@ -39,9 +40,10 @@ fn world(start: Millis) -> World {
         },
     )
     .unwrap();
-    let engine = Engine::new(store, EnginePolicy::default(), clock.clone());
+    let engine = Engine::new(store.clone(), EnginePolicy::default(), clock.clone());
     World {
         clock,
+        store,
         prov,
         engine,
     }
@@ -49,9 +51,9 @@ fn world(start: Millis) -> World {
 
 impl World {
     fn apply(&self, op: Operation) -> RequestRecord {
-        let rec = self.prov.submit(op).unwrap();
+        let rec = crate::store::blocking::wait(self.prov.submit(op)).unwrap();
         self.prov.process_pending().unwrap();
-        self.prov.store().request(rec.seq).unwrap().unwrap()
+        self.store.request(rec.seq).unwrap().unwrap()
     }
 
     fn set_value(&self, sim: &str, v: Option<ImeiManagement>) -> RequestRecord {
@@ -91,7 +93,7 @@ impl World {
     }
 
     fn charges(&self, month: &str) -> Vec<Charge> {
-        self.prov.store().charges(month).unwrap()
+        self.store.charges(month).unwrap()
     }
 }
 
@@ -116,18 +118,19 @@ fn requests_apply_in_order_and_only_when_processed() {
     let w = world(MAR_10);
     w.create(SIM, None, Some(ImeiManagement::Lock));
     // Submitted but not processed: sessions do not see it.
-    let rec = w
-        .prov
-        .submit(Operation::SetSimValue {
-            imsi: SIM.parse().unwrap(),
-            value: Some(ImeiManagement::Disabled),
-        })
-        .unwrap();
+    let rec = crate::store::blocking::wait(w.prov.submit(Operation::SetSimValue {
+        imsi: SIM.parse().unwrap(),
+        value: Some(ImeiManagement::Disabled),
+    }))
+    .unwrap();
     assert_eq!(rec.status, RequestStatus::Pending);
     assert_eq!(w.session(SIM, A), Reason::Bound);
     assert_eq!(w.session(SIM, B), Reason::Mismatch);
     w.prov.process_pending().unwrap();
     assert_eq!(w.session(SIM, B), Reason::Disabled);
+    // Reported processed once in effect everywhere (on one node: at once).
+    assert_eq!(w.prov.processed_seq(), 0);
+    crate::store::blocking::wait(w.prov.publish_processed());
     assert_eq!(w.prov.processed_seq(), rec.seq);
 }
 
@@ -163,8 +166,7 @@ fn seed_pairing_procedure_and_reset() {
     assert_eq!(r.status, RequestStatus::Processed);
     assert_eq!(w.session(SIM, A), Reason::Bound, "binds afresh after reset");
     let kinds: Vec<_> = w
-        .prov
-        .store()
+        .store
         .events(&SIM.parse().unwrap(), 100)
         .unwrap()
         .into_iter()

@@ -120,11 +120,11 @@ async fn import_sims(
     .await
     .map_err(ApiError::internal)??;
     let n = rows.len();
-    let rec =
-        tokio::task::spawn_blocking(move || st.provisioner.submit(Operation::Import { rows }))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
+    let rec = st
+        .provisioner
+        .submit(Operation::Import { rows })
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(request = rec.seq, rows = n, "SIM import accepted");
     Ok(accepted(&rec))
 }

@@ -7,7 +7,9 @@
 //! is the HTTP shell (listener, timeouts, body sizes, token).
 //!
 //! Writes become provisioning requests through [`Provisioner::submit`] (202 with a request id,
-//! durable when answered); reads come from the store as sessions see it (processed state only).
+//! durable when answered); reads come from this node's [`LocalRead`] (never the network: in
+//! cluster mode, the node's cache of etcd), as sessions on this node see it. The API holds no
+//! writable store handle.
 //! Every route but `/healthz` needs `Authorization: Bearer <token>` (compared in constant time).
 //! Bad input is a 400 whose JSON names the field; unknown SIMs, profiles and requests are 404.
 //!
@@ -44,7 +46,7 @@ pub use serve::{bind, serve, ServeLimits};
 
 use crate::context::Imsi;
 use crate::provisioning::Provisioner;
-use crate::store::{Operation, RequestRecord, SimRecord, Store};
+use crate::store::{LocalRead, Operation, RequestRecord, SimRecord};
 use error::ApiResult;
 
 /// Largest JSON body accepted (beyond: 413).
@@ -53,6 +55,8 @@ pub const JSON_LIMIT: usize = 64 * 1024;
 /// Shared state of the API handlers.
 pub struct ApiState {
     pub provisioner: Arc<Provisioner>,
+    /// This node's reads (what sessions here see).
+    pub reads: Arc<dyn LocalRead>,
     pub token: Option<String>,
 }
 
@@ -95,13 +99,17 @@ fn accepted(rec: &RequestRecord) -> Response {
 }
 
 /// Submits a provisioning request: 202 once it is durable.
-fn submit(st: &ApiState, op: Operation) -> ApiResult<Response> {
-    let rec = st.provisioner.submit(op).map_err(ApiError::internal)?;
+async fn submit(st: &ApiState, op: Operation) -> ApiResult<Response> {
+    let rec = st
+        .provisioner
+        .submit(op)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(accepted(&rec))
 }
 
-fn store(st: &ApiState) -> &dyn Store {
-    &**st.provisioner.store()
+fn store(st: &ApiState) -> &dyn LocalRead {
+    &*st.reads
 }
 
 /// The SIM, or a 404 naming `imsi`.

@@ -67,6 +67,7 @@ async fn put_profile(
             lock_fee,
         },
     )
+    .await
 }
 
 /// A profile as the API shows it; `sims` only in lists.

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use super::input::{number, rfc3339, Query};
 use super::{store, Shared};
+use crate::store::RequestStatus;
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new().route("/v1/requests/{id}", get(get_request))
@@ -60,15 +61,23 @@ async fn get_request(
         .request(seq)
         .map_err(ApiError::internal)?
         .ok_or_else(unknown)?;
+    // Processed (or failed) only once in effect on every node serving sessions: until then a
+    // session on another node could still see the state before it.
+    let settled = r.seq <= st.provisioner.processed_seq();
+    let status = if settled {
+        r.status
+    } else {
+        RequestStatus::Pending
+    };
     let mut body = json!({
         "id": r.seq.to_string(),
-        "status": r.status,
+        "status": status,
         "submitted_at": rfc3339(r.submitted_at),
     });
-    if let Some(e) = r.error {
+    if let (true, Some(e)) = (settled, r.error) {
         body["error"] = json!(e);
     }
-    if let Some(t) = r.processed_at {
+    if let (true, Some(t)) = (settled, r.processed_at) {
         body["processed_at"] = json!(rfc3339(t));
     }
     Ok(Json(body).into_response())

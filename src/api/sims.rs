@@ -21,7 +21,7 @@ use super::input::{
 };
 use super::{existing_sim, store, submit, Shared};
 use crate::context::Imsi;
-use crate::store::{ImeiManagement, Operation, RequestStatus, SimRecord, Store};
+use crate::store::{ImeiManagement, LocalRead, Operation, RequestStatus, SimRecord};
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
@@ -75,6 +75,7 @@ async fn put_sim(
             value: b.imei_management,
         },
     )
+    .await
 }
 
 /// A SIM as `GET /v1/sims/{imsi}` and the list show it (SPEC §3).
@@ -131,7 +132,7 @@ pub(super) fn pending_by_sim(st: &Shared) -> ApiResult<HashMap<Imsi, Vec<String>
 }
 
 /// The effective value of a SIM (its own, else its profile's, else disabled).
-pub(super) fn effective(s: &dyn Store, sim: &SimRecord) -> ApiResult<ImeiManagement> {
+pub(super) fn effective(s: &dyn LocalRead, sim: &SimRecord) -> ApiResult<ImeiManagement> {
     crate::engine::effective_value(s, sim).map_err(ApiError::internal)
 }
 
@@ -146,7 +147,7 @@ async fn get_sim(State(st): State<Shared>, Path(imsi): Path<String>) -> ApiResul
 async fn delete_sim(State(st): State<Shared>, Path(imsi): Path<String>) -> ApiResult<Response> {
     let imsi = parse_imsi(&imsi)?;
     existing_sim(&st, &imsi)?;
-    submit(&st, Operation::DeleteSim { imsi })
+    submit(&st, Operation::DeleteSim { imsi }).await
 }
 
 /// `PUT /v1/sims/{imsi}/imei-management`: `value` is required; `null` means "follow the
@@ -174,10 +175,11 @@ async fn put_sim_value(
             value: b.value,
         },
     )
+    .await
 }
 
 async fn reset_sim(State(st): State<Shared>, Path(imsi): Path<String>) -> ApiResult<Response> {
     let imsi = parse_imsi(&imsi)?;
     existing_sim(&st, &imsi)?;
-    submit(&st, Operation::Reset { imsi })
+    submit(&st, Operation::Reset { imsi }).await
 }

@@ -28,7 +28,7 @@ use imei_lockd::provisioning::{BillingSettings, Provisioner};
 use imei_lockd::radius::server::{RadiusReloader, RadiusService};
 use imei_lockd::store::delayed::Delayed;
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
-use imei_lockd::store::Store;
+use imei_lockd::store::{LocalRead, Store};
 use imei_lockd::telemetry::ProcessMetrics;
 
 /// Exit code for configuration errors.
@@ -172,6 +172,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
     );
 
     let sized_store = store.clone();
+    let api_reads: Arc<dyn LocalRead> = store.clone();
     rt.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let api_addr = parse_addr("api.listen", &cfg.api.listen).map_err(|e| e.to_string())?;
@@ -208,6 +209,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         tasks.spawn(alerts.run(stop_rx.clone()));
         let state = Arc::new(api::ApiState {
             provisioner: provisioner.clone(),
+            reads: api_reads,
             token,
         });
         tasks.spawn(serve_until(

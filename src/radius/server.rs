@@ -970,7 +970,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn overload_sheds_beyond_the_in_flight_bound() {
-        use crate::store::{Batch, Durability, ImeiManagement, SimRecord, Store};
+        use crate::store::{commit_blocking, Batch, Durability, ImeiManagement, SimRecord};
         // A locked SIM with nothing bound: every request may bind, so every one goes to the
         // blocking pool (decisions made from memory run inline and are not bounded here).
         let store = crate::store::memory::MemStore::new();
@@ -979,7 +979,7 @@ mod tests {
         sim.value = Some(ImeiManagement::Lock);
         let mut batch = Batch::new();
         batch.put_sim(sim);
-        store.write(batch, Durability::Synced).unwrap();
+        commit_blocking(&store, batch, Durability::Synced).unwrap();
         let r = start_with(Duration::from_millis(1500), store).await;
         let c = client().await;
         let sent = MAX_IN_FLIGHT as usize + 40;

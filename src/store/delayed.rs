@@ -1,8 +1,8 @@
 //! A store that has fallen behind, for overload tests: every call that would do I/O waits first.
 //!
-//! [`Delayed`] wraps a real store and sleeps `delay` before each [`Store::write`],
-//! [`Store::submit_request`] and each [`Store::sim`] that is not served from memory; what the
-//! wrapped store holds in memory ([`Store::sim_in_memory`], profiles, the buffered last-seen)
+//! [`Delayed`] wraps a real store and sleeps `delay` before each [`Ledger::commit`],
+//! [`Ledger::append_request`] and each [`LocalRead::sim`] that is not served from memory; what the
+//! wrapped store holds in memory ([`LocalRead::sim_in_memory`], profiles, the buffered last-seen)
 //! stays as fast as it is. The daemon puts it under its engine only when the test-only
 //! environment variable `IMEI_LOCKD_TEST_STORE_DELAY_MS` is set.
 
@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Batch, Charge, Durability, Event, Millis, Operation, OutboxEntry, ProfileRecord, RequestRecord,
-    SimRecord, Store, StoreCounts, StoreError,
+    Batch, BoxFuture, Charge, Commit, Coordination, Durability, Event, Ledger, LedgerFuture,
+    LocalRead, Millis, Operation, OutboxEntry, ProfileRecord, RequestRecord, SimRecord, Singleton,
+    Store, StoreCounts, StoreError,
 };
 use crate::context::Imsi;
 use crate::imei::Imei;
@@ -32,7 +33,7 @@ impl Delayed {
     }
 }
 
-impl Store for Delayed {
+impl LocalRead for Delayed {
     fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
         if let Some(sim) = self.inner.sim_in_memory(imsi) {
             return Ok(Some(sim));
@@ -79,22 +80,8 @@ impl Store for Delayed {
         self.inner.profile_member_count(name)
     }
 
-    fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError> {
-        self.wait();
-        self.inner.write(batch, durability)
-    }
-
-    fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError> {
-        self.inner.note_seen(imsi, imei, at)
-    }
-
     fn events(&self, imsi: &Imsi, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.inner.events(imsi, limit)
-    }
-
-    fn submit_request(&self, op: Operation, at: Millis) -> Result<RequestRecord, StoreError> {
-        self.wait();
-        self.inner.submit_request(op, at)
     }
 
     fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError> {
@@ -121,20 +108,66 @@ impl Store for Delayed {
         self.inner.outbox(limit)
     }
 
-    fn next_outbox_id(&self) -> u64 {
-        self.inner.next_outbox_id()
-    }
-
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.meta(key)
+    }
+
+    fn approximate_counts(&self) -> StoreCounts {
+        self.inner.approximate_counts()
+    }
+}
+
+impl Ledger for Delayed {
+    fn commit(&self, batch: Batch, durability: Durability) -> LedgerFuture<'_, Commit> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.commit(batch, durability).await
+        })
+    }
+
+    fn append_request(&self, op: Operation, at: Millis) -> LedgerFuture<'_, RequestRecord> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.append_request(op, at).await
+        })
+    }
+
+    fn read_back(&self, imsi: Imsi) -> LedgerFuture<'_, Option<SimRecord>> {
+        self.inner.read_back(imsi)
+    }
+
+    fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError> {
+        self.inner.note_seen(imsi, imei, at)
+    }
+
+    fn next_outbox_id(&self) -> u64 {
+        self.inner.next_outbox_id()
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }
+}
 
-    fn approximate_counts(&self) -> StoreCounts {
-        self.inner.approximate_counts()
+impl Coordination for Delayed {
+    fn serving(&self) -> bool {
+        self.inner.serving()
+    }
+
+    fn holds(&self, singleton: Singleton) -> bool {
+        self.inner.holds(singleton)
+    }
+
+    fn applied(&self) -> u64 {
+        self.inner.applied()
+    }
+
+    fn wait_everywhere(&self, position: u64, timeout: Duration) -> BoxFuture<'_, bool> {
+        self.inner.wait_everywhere(position, timeout)
+    }
+
+    fn applied_changed(&self) -> BoxFuture<'_, ()> {
+        self.inner.applied_changed()
     }
 }
 

@@ -24,6 +24,9 @@ pub enum EncodingError {
     UnknownVersion(u8),
     #[error("stored value is damaged: {0}")]
     Body(#[from] postcard::Error),
+    /// A key or value of the cluster layout that is not what its kind says.
+    #[error("stored key or value is malformed: {0}")]
+    Malformed(String),
 }
 
 /// Encodes `value` at [`CURRENT_VERSION`].

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::{Batch, Durability, Op, Store, StoreCounts, StoreError};
+use super::{Batch, BoxFuture, Commit, Coordination, Durability, Ledger, LedgerFuture, LocalRead};
 use super::{Charge, Event, Millis, Operation, OutboxEntry, ProfileRecord, RequestRecord};
+use super::{Op, Singleton, StoreCounts, StoreError};
 use super::{RequestStatus, SimRecord};
 use crate::context::Imsi;
 use crate::imei::Imei;
@@ -17,29 +18,112 @@ use crate::imei::Imei;
 struct State {
     sims: BTreeMap<Imsi, SimRecord>,
     profiles: BTreeMap<String, ProfileRecord>,
-    /// (imsi, sequence) → event; sequence orders events of one SIM.
-    events: BTreeMap<(Imsi, u64), Event>,
+    /// (imsi, time, sequence) → event: a SIM's events in time order, as the RocksDB key orders
+    /// them (the sequence keeps two in one millisecond apart).
+    events: BTreeMap<(Imsi, Millis, u64), Event>,
     requests: BTreeMap<u64, RequestRecord>,
     charges: BTreeMap<(String, Imsi), Charge>,
     outbox: BTreeMap<u64, OutboxEntry>,
     meta: BTreeMap<String, Vec<u8>>,
 }
 
-/// A [`Store`] held in memory.
+/// A [`super::Store`] held in memory.
 #[derive(Default)]
 pub struct MemStore {
     state: Mutex<State>,
     counter: AtomicU64,
     next_outbox: AtomicU64,
+    /// Commits applied ([`Coordination::applied`]).
+    applied: AtomicU64,
 }
 
 impl MemStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn write(&self, batch: Batch) -> Result<Commit, StoreError> {
+        let mut st = self.state.lock();
+        if !super::check_meta_expectations(&batch, |k| Ok(st.meta.get(k).cloned()))? {
+            return Ok(Commit::Conflict);
+        }
+        // Check every revision first: all or nothing.
+        let mut revs: BTreeMap<Imsi, u64> = BTreeMap::new();
+        for op in &batch.ops {
+            let (imsi, expect, next) = match op {
+                Op::PutSim { sim, expect_rev } => (sim.imsi, *expect_rev, sim.rev),
+                Op::DeleteSim { imsi, expect_rev } => (*imsi, *expect_rev, 0),
+                _ => continue,
+            };
+            let current = match revs.get(&imsi) {
+                Some(r) => *r,
+                None => st.sims.get(&imsi).map_or(0, |s| s.rev),
+            };
+            if current != expect {
+                return Ok(Commit::Conflict);
+            }
+            revs.insert(imsi, next);
+        }
+        for op in batch.ops {
+            match op {
+                Op::PutSim { mut sim, .. } => {
+                    if let Some(cur) = st.sims.get(&sim.imsi) {
+                        if cur.last_seen_at > sim.last_seen_at {
+                            sim.last_seen = cur.last_seen;
+                            sim.last_seen_at = cur.last_seen_at;
+                        }
+                    }
+                    st.sims.insert(sim.imsi, sim);
+                }
+                Op::DeleteSim { imsi, .. } => {
+                    st.sims.remove(&imsi);
+                }
+                Op::PutProfile(p) => {
+                    st.profiles.insert(p.name.clone(), p);
+                }
+                Op::PutEvent(e) => {
+                    let n = self.counter.fetch_add(1, Ordering::Relaxed);
+                    st.events.insert((e.imsi, e.at, n), e);
+                }
+                Op::PutRequest(r) => {
+                    st.requests.insert(r.seq, r);
+                }
+                Op::PutCharge(c) => {
+                    st.charges.insert((c.month.clone(), c.imsi), c);
+                }
+                Op::PutOutbox { id, entry } => {
+                    st.outbox.insert(id, entry);
+                }
+                Op::DeleteOutbox { id } => {
+                    st.outbox.remove(&id);
+                }
+                Op::PutMeta { key, value } => {
+                    st.meta.insert(key, value);
+                }
+                Op::ExpectMeta { .. } => {}
+            }
+        }
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(Commit::Committed)
+    }
+
+    fn append(&self, op: Operation, at: Millis) -> Result<RequestRecord, StoreError> {
+        let mut st = self.state.lock();
+        let seq = st.requests.keys().next_back().map_or(1, |s| s + 1);
+        let rec = RequestRecord {
+            seq,
+            op,
+            status: RequestStatus::Pending,
+            error: None,
+            submitted_at: at,
+            processed_at: None,
+        };
+        st.requests.insert(seq, rec.clone());
+        Ok(rec)
+    }
 }
 
-impl Store for MemStore {
+impl LocalRead for MemStore {
     fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
         Ok(self.state.lock().sims.get(imsi).cloned())
     }
@@ -110,101 +194,16 @@ impl Store for MemStore {
             .count() as u64)
     }
 
-    fn write(&self, batch: Batch, _durability: Durability) -> Result<(), StoreError> {
-        let mut st = self.state.lock();
-        // Check every revision first: all or nothing.
-        let mut revs: BTreeMap<Imsi, u64> = BTreeMap::new();
-        for op in &batch.ops {
-            let (imsi, expect, next) = match op {
-                Op::PutSim { sim, expect_rev } => (sim.imsi, *expect_rev, sim.rev),
-                Op::DeleteSim { imsi, expect_rev } => (*imsi, *expect_rev, 0),
-                _ => continue,
-            };
-            let current = match revs.get(&imsi) {
-                Some(r) => *r,
-                None => st.sims.get(&imsi).map_or(0, |s| s.rev),
-            };
-            if current != expect {
-                return Err(StoreError::Conflict(imsi));
-            }
-            revs.insert(imsi, next);
-        }
-        for op in batch.ops {
-            match op {
-                Op::PutSim { mut sim, .. } => {
-                    if let Some(cur) = st.sims.get(&sim.imsi) {
-                        if cur.last_seen_at > sim.last_seen_at {
-                            sim.last_seen = cur.last_seen;
-                            sim.last_seen_at = cur.last_seen_at;
-                        }
-                    }
-                    st.sims.insert(sim.imsi, sim);
-                }
-                Op::DeleteSim { imsi, .. } => {
-                    st.sims.remove(&imsi);
-                }
-                Op::PutProfile(p) => {
-                    st.profiles.insert(p.name.clone(), p);
-                }
-                Op::PutEvent(e) => {
-                    let n = self.counter.fetch_add(1, Ordering::Relaxed);
-                    st.events.insert((e.imsi, n), e);
-                }
-                Op::PutRequest(r) => {
-                    st.requests.insert(r.seq, r);
-                }
-                Op::PutCharge(c) => {
-                    st.charges.insert((c.month.clone(), c.imsi), c);
-                }
-                Op::PutOutbox { id, entry } => {
-                    st.outbox.insert(id, entry);
-                }
-                Op::DeleteOutbox { id } => {
-                    st.outbox.remove(&id);
-                }
-                Op::PutMeta { key, value } => {
-                    st.meta.insert(key, value);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError> {
-        if let Some(s) = self.state.lock().sims.get_mut(imsi) {
-            if s.last_seen_at.is_none_or(|t| t <= at) {
-                s.last_seen = Some(imei);
-                s.last_seen_at = Some(at);
-            }
-        }
-        Ok(())
-    }
-
     fn events(&self, imsi: &Imsi, limit: usize) -> Result<Vec<Event>, StoreError> {
         Ok(self
             .state
             .lock()
             .events
-            .range((*imsi, 0)..=(*imsi, u64::MAX))
+            .range((*imsi, Millis::MIN, 0)..=(*imsi, Millis::MAX, u64::MAX))
             .rev()
             .take(limit)
             .map(|(_, e)| e.clone())
             .collect())
-    }
-
-    fn submit_request(&self, op: Operation, at: Millis) -> Result<RequestRecord, StoreError> {
-        let mut st = self.state.lock();
-        let seq = st.requests.keys().next_back().map_or(1, |s| s + 1);
-        let rec = RequestRecord {
-            seq,
-            op,
-            status: RequestStatus::Pending,
-            error: None,
-            submitted_at: at,
-            processed_at: None,
-        };
-        st.requests.insert(seq, rec.clone());
-        Ok(rec)
     }
 
     fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError> {
@@ -265,16 +264,8 @@ impl Store for MemStore {
             .collect())
     }
 
-    fn next_outbox_id(&self) -> u64 {
-        self.next_outbox.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.state.lock().meta.get(key).cloned())
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 
     fn approximate_counts(&self) -> StoreCounts {
@@ -285,5 +276,59 @@ impl Store for MemStore {
             outbox: st.outbox.len() as u64,
             disk_bytes: 0,
         }
+    }
+}
+
+impl Ledger for MemStore {
+    fn commit(&self, batch: Batch, _durability: Durability) -> LedgerFuture<'_, Commit> {
+        Box::pin(std::future::ready(self.write(batch)))
+    }
+
+    fn append_request(&self, op: Operation, at: Millis) -> LedgerFuture<'_, RequestRecord> {
+        Box::pin(std::future::ready(self.append(op, at)))
+    }
+
+    fn read_back(&self, imsi: Imsi) -> LedgerFuture<'_, Option<SimRecord>> {
+        Box::pin(std::future::ready(self.sim(&imsi)))
+    }
+
+    fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError> {
+        if let Some(s) = self.state.lock().sims.get_mut(imsi) {
+            if s.last_seen_at.is_none_or(|t| t <= at) {
+                s.last_seen = Some(imei);
+                s.last_seen_at = Some(at);
+            }
+        }
+        Ok(())
+    }
+
+    fn next_outbox_id(&self) -> u64 {
+        self.next_outbox.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl Coordination for MemStore {
+    fn serving(&self) -> bool {
+        true
+    }
+
+    fn holds(&self, _singleton: Singleton) -> bool {
+        true
+    }
+
+    fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    fn wait_everywhere(
+        &self,
+        _position: u64,
+        _timeout: std::time::Duration,
+    ) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(true))
     }
 }

@@ -7,6 +7,8 @@
 //!
 //! The store does not decide anything: it reads, checks revisions and writes atomically.
 
+pub mod blocking;
+pub mod conformance;
 pub mod delayed;
 pub mod encoding;
 pub mod memory;
@@ -14,13 +16,16 @@ pub mod model;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::context::Imsi;
 use crate::imei::Imei;
 pub use model::*;
 
 /// `kind` of `imei_lockd_store_errors_total`, counted by the implementations where a backend
 /// error or an undecodable value becomes a [`StoreError`] (a lost compare-and-swap,
-/// [`StoreError::Conflict`], is normal contention and not counted).
+/// [`Commit::Conflict`], is normal contention and not counted).
 pub const ERROR_KINDS: [&str; 2] = ["backend", "corrupt"];
 
 /// Registers the store's error series at 0 (the size gauges are set by the daemon's sampler).
@@ -33,9 +38,13 @@ pub fn register_metrics() {
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A compare-and-swap lost: the record changed since it was read. Re-read and retry.
-    #[error("conflict: SIM {0} changed concurrently")]
-    Conflict(Imsi),
+    /// A compare-and-swap lost ([`Commit::Conflict`] where a caller needs an error): the record
+    /// changed since it was read. Re-read and retry.
+    #[error("conflict: {0} changed concurrently")]
+    Conflict(String),
+    /// [`Commit::Unknown`] where a caller needs an error: the write may or may not be in.
+    #[error("outcome of a write unknown: {0}")]
+    Unknown(String),
     #[error("stored value under {key} is unreadable: {source}")]
     Corrupt {
         key: String,
@@ -85,10 +94,16 @@ pub enum Op {
         key: String,
         value: Vec<u8>,
     },
+    /// A compare, no write: the batch applies only if meta `key` holds `value` now (`None`: is
+    /// absent). How one processor fences another (the provisioning cursor, the billed month).
+    ExpectMeta {
+        key: String,
+        value: Option<Vec<u8>>,
+    },
 }
 
-/// A set of writes applied atomically, all or none: if any SIM revision check fails, nothing is
-/// written and the result is [`StoreError::Conflict`].
+/// A set of writes applied atomically, all or none: if any compare fails (a SIM revision, an
+/// [`Op::ExpectMeta`]), nothing is written and the result is [`Commit::Conflict`].
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
     pub ops: Vec<Op>,
@@ -126,19 +141,19 @@ impl Batch {
     }
 }
 
-/// The durable state of one node.
+/// Reads of this node's copy of the state: they never touch the network (the embedded store's
+/// RocksDB and its caches; in cluster mode the node's local cache of etcd).
 ///
-/// Reads see every write that returned before them. All methods are blocking and short (a point
-/// read, or a write of one batch); callers on an async runtime call them from blocking-friendly
-/// contexts.
-pub trait Store: Send + Sync + 'static {
+/// Reads see every commit of this node that returned before them. Methods are blocking and short
+/// (a point read or a bounded scan).
+pub trait LocalRead: Send + Sync + 'static {
     fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError>;
-    /// The SIM as [`Store::sim`] would return it, if that takes no I/O: `Some` when the record
-    /// is held in memory, `None` when it is not (not cached, or no such SIM) — the caller then
-    /// asks [`Store::sim`], off any task that must not wait. Never blocks on I/O.
+    /// The SIM as [`LocalRead::sim`] would return it, if that takes no I/O: `Some` when the
+    /// record is held in memory, `None` when it is not (not cached, or no such SIM) — the caller
+    /// then asks [`LocalRead::sim`], off any task that must not wait. Never blocks on I/O.
     fn sim_in_memory(&self, imsi: &Imsi) -> Option<SimRecord>;
-    /// A profile. Profiles are few: both implementations hold them all in memory, so this is
-    /// as cheap as [`Store::sim_in_memory`].
+    /// A profile. Profiles are few: every implementation holds them all in memory, so this is
+    /// as cheap as [`LocalRead::sim_in_memory`].
     fn profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError>;
     /// IMSIs of SIMs pointing at profile `name`, in key order, starting after `after`.
     fn sims_of_profile(
@@ -148,9 +163,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Imsi>, StoreError>;
     /// SIMs whose IMSI starts with `prefix` (digits; empty: all), in key order (the bytes of
-    /// the IMSI: `12` < `123` < `13`), starting after `after`, as [`Store::sim`] returns them
-    /// (last-seen included). Bulk scans: billing roll-over, the API's SIM list. A SIM written
-    /// during a walk of pages is seen at most once; one that exists throughout, exactly once.
+    /// the IMSI: `12` < `123` < `13`), starting after `after`, as [`LocalRead::sim`] returns
+    /// them (last-seen included). Bulk scans: billing roll-over, the API's SIM list. A SIM
+    /// written during a walk of pages is seen at most once; one that exists throughout, exactly
+    /// once.
     fn scan_sims(
         &self,
         prefix: &str,
@@ -163,42 +179,122 @@ pub trait Store: Send + Sync + 'static {
     /// How many SIMs point at profile `name` (a scan of its member index: proportional to the
     /// count, for listings, not for the request path).
     fn profile_member_count(&self, name: &str) -> Result<u64, StoreError>;
-    /// Applies a batch atomically.
-    fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError>;
-
-    /// Records the IMEI a SIM was last seen with. Buffered in memory and written later,
-    /// coalesced (never waits on I/O); reads through [`Store::sim`] see it at once.
-    fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError>;
-
     /// Events of one SIM, newest first.
     fn events(&self, imsi: &Imsi, limit: usize) -> Result<Vec<Event>, StoreError>;
-
-    /// Appends a provisioning request to the log, durably (synced), assigning its sequence
-    /// number; returns the stored record.
-    fn submit_request(&self, op: Operation, at: Millis) -> Result<RequestRecord, StoreError>;
     fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError>;
     /// Requests with `seq > after`, in log order.
     fn requests_after(&self, after: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError>;
     /// The sequence number of the last request appended (0: none yet). Sequence numbers start
     /// at 1 and have no gaps, so `last_request_seq() - cursor` requests follow a cursor.
     fn last_request_seq(&self) -> u64;
-
     /// Charges of a month, in IMSI order.
     fn charges(&self, month: &str) -> Result<Vec<Charge>, StoreError>;
     fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError>;
-
     /// Alerts waiting for delivery, oldest first.
     fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError>;
-    /// A fresh outbox id (monotonic).
-    fn next_outbox_id(&self) -> u64;
-
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Writes buffered data (last-seen) and flushes the WAL.
-    fn flush(&self) -> Result<(), StoreError>;
-
     /// Approximate sizes for metrics: (SIMs, events, pending outbox).
     fn approximate_counts(&self) -> StoreCounts;
+}
+
+/// What became of a [`Ledger::commit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Durable (on the embedded store: written; on etcd: on a quorum) and visible to this node's
+    /// [`LocalRead`].
+    Committed,
+    /// A compare of the batch lost (a SIM revision or an [`Op::ExpectMeta`]): nothing was
+    /// written. This node's reads already show the newer state; re-read and judge again.
+    Conflict,
+    /// The outcome is not known (a timeout across an etcd leader change): the batch may or may
+    /// not be in. Resolve with [`Ledger::read_back`]; never act as if it had committed.
+    Unknown,
+}
+
+/// A ledger operation in flight.
+pub type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Writes: the source of truth. Embedded: this node's RocksDB; cluster: etcd transactions.
+pub trait Ledger: Send + Sync + 'static {
+    /// Applies a batch atomically, all or nothing, if every compare in it holds.
+    fn commit(&self, batch: Batch, durability: Durability) -> LedgerFuture<'_, Commit>;
+    /// Appends a provisioning request to the one ordered log, durably, assigning its sequence
+    /// number; returns the stored record.
+    fn append_request(&self, op: Operation, at: Millis) -> LedgerFuture<'_, RequestRecord>;
+    /// The SIM as the source of truth holds it now (a linearizable read in cluster mode): how an
+    /// [`Commit::Unknown`] is resolved.
+    fn read_back(&self, imsi: Imsi) -> LedgerFuture<'_, Option<SimRecord>>;
+    /// Records the IMEI a SIM was last seen with. Buffered in memory and written later,
+    /// coalesced (never waits on I/O); reads through [`LocalRead::sim`] see it at once.
+    fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError>;
+    /// A fresh outbox id: unique (cluster-wide in cluster mode) and increasing on this node.
+    fn next_outbox_id(&self) -> u64;
+    /// Writes buffered data (last-seen) and flushes the WAL.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Work that must run on one node at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Singleton {
+    /// The provisioning processor (also the month carry-over).
+    Provisioning,
+    /// Alert delivery from the outbox.
+    Alerts,
+}
+
+impl Singleton {
+    pub const ALL: [Self; 2] = [Self::Provisioning, Self::Alerts];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Alerts => "alerts",
+        }
+    }
+}
+
+/// Who may do what, now. On the embedded store this node is the whole cluster: always serving,
+/// holding every singleton, and whatever it applied is in effect everywhere.
+pub trait Coordination: Send + Sync + 'static {
+    /// Whether this node may answer sessions at this instant: in cluster mode its lease is
+    /// valid by the monotonic clock and its cache has caught up. Checked before each answer.
+    fn serving(&self) -> bool;
+    /// Whether this node holds `singleton` now.
+    fn holds(&self, singleton: Singleton) -> bool;
+    /// How far this node's [`LocalRead`] has applied the ledger (embedded: a commit counter;
+    /// etcd: the applied revision).
+    fn applied(&self) -> u64;
+    /// Resolves `true` once every node serving sessions has applied at least `position` (an
+    /// [`Coordination::applied`] value of this node), `false` if `timeout` passes first.
+    fn wait_everywhere(&self, position: u64, timeout: std::time::Duration) -> BoxFuture<'_, bool>;
+    /// Resolves when [`Coordination::applied`] may have moved because of another node's write
+    /// (how a node that does not process requests learns of their processing). The embedded
+    /// store has no other node: never.
+    fn applied_changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// A boxed future that yields a plain value.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The three faces of one backend, as the daemon wires them: the engine uses all three, the
+/// provisioning processor too, the API only [`LocalRead`] (and writes through provisioning).
+pub trait Store: LocalRead + Ledger + Coordination {}
+
+impl<T: LocalRead + Ledger + Coordination + ?Sized> Store for T {}
+
+/// [`Ledger::commit`] from blocking code (the engine and the provisioning processor run on
+/// tokio's blocking pool): drives the future on this thread. Never call it on an async task.
+///
+/// # Errors
+/// The ledger's.
+pub fn commit_blocking(
+    ledger: &(impl Ledger + ?Sized),
+    batch: Batch,
+    durability: Durability,
+) -> Result<Commit, StoreError> {
+    blocking::wait(ledger.commit(batch, durability))
 }
 
 /// One page of profiles, in name order after `after`, from all of them (both stores hold
@@ -215,6 +311,33 @@ pub(crate) fn profiles_page<'a>(
     v.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     v.truncate(limit);
     v
+}
+
+impl Batch {
+    /// The compare-only ops, checked by [`check_meta_expectations`].
+    pub fn meta_expectations(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        self.ops.iter().filter_map(|op| match op {
+            Op::ExpectMeta { key, value } => Some((key.as_str(), value.as_deref())),
+            _ => None,
+        })
+    }
+}
+
+/// Whether every [`Op::ExpectMeta`] of `batch` holds against `read` (one implementation's meta
+/// read, done under its write lock).
+///
+/// # Errors
+/// The read's.
+pub(crate) fn check_meta_expectations(
+    batch: &Batch,
+    mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>, StoreError>,
+) -> Result<bool, StoreError> {
+    for (key, want) in batch.meta_expectations() {
+        if read(key)?.as_deref() != want {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Rough sizes, for metrics.

@@ -80,6 +80,22 @@ pub const FAMILIES: &[Family] = &[
          exhausted), by interface: RADIUS drops them (reason engine_error), Diameter answers \
          5012.",
     ),
+    family(
+        "imei_lockd_not_serving_total",
+        Counter,
+        COUNT,
+        "Session requests not answered because this node was not serving (cluster mode: lease \
+         not valid by the monotonic clock, or cache catching up), by interface: RADIUS sends no \
+         answer, Diameter answers 3004. Always 0 on the embedded store.",
+    ),
+    family(
+        "imei_lockd_bind_commits_total",
+        Counter,
+        COUNT,
+        "Writes of a binding (first bind, pairing rebind) by outcome: committed, lost_compare \
+         (another session or a request changed the SIM first; judged again) or unknown (a \
+         timeout across an etcd leader change; read back and judged again).",
+    ),
     // RADIUS (src/radius/server.rs).
     family(
         "imei_lockd_radius_packets_total",

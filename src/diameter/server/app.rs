@@ -80,6 +80,7 @@ fn gx_ccr(engine: &Engine, ccr: &Message, origin: &Origin, inline: bool) -> Opti
     };
     Some(match decide(engine, &ctx, inline)? {
         Ok(d) => gx::cca(ccr, origin, &d),
+        Err(EngineError::NotServing) => not_serving(ccr, origin),
         Err(_) if ctx.phase == Phase::End => {
             gx::cca_with(ccr, origin, ResultCode::SUCCESS, None, None)
         }
@@ -103,6 +104,7 @@ fn s6b_aar(engine: &Engine, aar: &Message, origin: &Origin, inline: bool) -> Opt
     };
     Some(match decide(engine, &ctx, inline)? {
         Ok(d) => s6b::aaa(aar, origin, &d),
+        Err(EngineError::NotServing) => not_serving(aar, origin),
         Err(_) => s6b::aaa_with(
             aar,
             origin,
@@ -126,6 +128,19 @@ fn s6b_str(engine: &Engine, req: &Message, origin: &Origin, inline: bool) -> Opt
             s6b::error_answer(req, origin, &e)
         }
     })
+}
+
+/// 3004 DIAMETER_TOO_BUSY (E bit): this node is not serving (cluster lease lost, or catching
+/// up); the client sends the request to another peer (RFC 6733 §7.1.3).
+fn not_serving(req: &Message, origin: &Origin) -> Message {
+    error_answer(
+        &req.header,
+        req.session_id(),
+        origin,
+        ResultCode::TOO_BUSY,
+        Some("this node is not serving sessions now"),
+        None,
+    )
 }
 
 /// The engine's decision: from memory only when `inline` (`None` if it needs the store).

@@ -24,9 +24,12 @@
 //! merge the buffer, so they are visible at once. They are informational and may lose the last
 //! second on a crash; bindings never are buffered.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::path::Path;
+
+mod read;
+mod write;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Weak};
 use std::time::Duration;
@@ -34,13 +37,12 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode,
-    Options, WriteBatch, WriteOptions, DB,
+    Options, WriteOptions, DB,
 };
 
 use super::encoding::{self, CURRENT_VERSION};
-use super::{keys, Batch, Durability, Op, Store, StoreCounts, StoreError};
-use super::{Charge, Event, Millis, Operation, OutboxEntry, ProfileRecord, RequestRecord};
-use super::{RequestStatus, SimRecord};
+use super::{keys, Durability, StoreError};
+use super::{Millis, ProfileRecord, SimRecord};
 use crate::context::Imsi;
 use crate::imei::Imei;
 
@@ -86,7 +88,7 @@ impl Default for RocksOptions {
     }
 }
 
-/// The RocksDB-backed [`Store`].
+/// The RocksDB-backed [`crate::store::Store`].
 pub struct RocksStore {
     inner: Arc<Inner>,
     /// Dropping it stops the last-seen flusher thread.
@@ -112,6 +114,10 @@ struct Inner {
     next_request: AtomicU64,
     next_outbox: AtomicU64,
     event_counter: AtomicU32,
+    /// Serialises batches that compare or write meta values ([`crate::store::Op::ExpectMeta`]).
+    meta_lock: Mutex<()>,
+    /// Commits applied ([`crate::store::Coordination::applied`]).
+    applied: AtomicU64,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -193,6 +199,8 @@ impl RocksStore {
                     .map_or(0, |d| d.subsec_nanos()),
             ),
             hasher: Default::default(),
+            meta_lock: Mutex::new(()),
+            applied: AtomicU64::new(0),
         };
         inner.check_schema()?;
         inner.load_profiles()?;
@@ -460,374 +468,6 @@ fn sim_key_after(after: Option<&Imsi>) -> Vec<u8> {
     after.map(|i| i.as_bytes().to_vec()).unwrap_or_default()
 }
 
-impl Store for RocksStore {
-    fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
-        let inner = &*self.inner;
-        Ok(inner.cached_sim(imsi)?.map(|sim| inner.with_seen(sim)))
-    }
-
-    fn sim_in_memory(&self, imsi: &Imsi) -> Option<SimRecord> {
-        let inner = &*self.inner;
-        if inner.sim_cache_per_shard == 0 {
-            return None;
-        }
-        let sim = inner.cache_shard(imsi).read().get(imsi).cloned()?;
-        Some(inner.with_seen(sim))
-    }
-
-    fn profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
-        Ok(self.inner.profiles.read().get(name).cloned())
-    }
-
-    fn sims_of_profile(
-        &self,
-        name: &str,
-        after: Option<&Imsi>,
-        limit: usize,
-    ) -> Result<Vec<Imsi>, StoreError> {
-        let prefix = keys::member_prefix(name);
-        let start = match after {
-            Some(i) => keys::member(name, i),
-            None => prefix.clone(),
-        };
-        let cf = self.inner.cf(CF_MEMBERS)?;
-        let mut out = Vec::new();
-        let it = self
-            .inner
-            .db
-            .iterator_cf(&cf, IteratorMode::From(&start, Direction::Forward));
-        for item in it {
-            let (k, _) = item.map_err(backend)?;
-            if !k.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            if after.is_some() && *k == *start {
-                continue;
-            }
-            let raw = k.get(prefix.len()..).unwrap_or_default();
-            let imsi = Imsi::parse(raw).map_err(|_| corrupt(&k, encoding::EncodingError::Empty))?;
-            out.push(imsi);
-        }
-        Ok(out)
-    }
-
-    fn scan_sims(
-        &self,
-        prefix: &str,
-        after: Option<&Imsi>,
-        limit: usize,
-    ) -> Result<Vec<SimRecord>, StoreError> {
-        let inner = &*self.inner;
-        // Start at the prefix or just after `after`, whichever is later in key order.
-        let after_key = sim_key_after(after);
-        let start: &[u8] = if after_key.as_slice() > prefix.as_bytes() {
-            &after_key
-        } else {
-            prefix.as_bytes()
-        };
-        let rows = inner.prefix_scan::<SimRecord>(CF_SIMS, prefix.as_bytes(), start, limit + 1)?;
-        Ok(rows
-            .into_iter()
-            .filter(|(k, _)| after.is_none() || **k != *after_key)
-            .take(limit)
-            .map(|(_, v)| inner.with_seen(v))
-            .collect())
-    }
-
-    fn profiles(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ProfileRecord>, StoreError> {
-        Ok(super::profiles_page(
-            self.inner.profiles.read().values(),
-            after,
-            limit,
-        ))
-    }
-
-    fn profile_member_count(&self, name: &str) -> Result<u64, StoreError> {
-        let prefix = keys::member_prefix(name);
-        let cf = self.inner.cf(CF_MEMBERS)?;
-        let mut opts = rocksdb::ReadOptions::default();
-        opts.set_iterate_range(rocksdb::PrefixRange(prefix.as_slice()));
-        let mut it = self.inner.db.raw_iterator_cf_opt(&cf, opts);
-        it.seek(&prefix);
-        let mut n = 0u64;
-        while it.valid() {
-            n += 1;
-            it.next();
-        }
-        it.status().map_err(backend)?;
-        Ok(n)
-    }
-
-    fn write(&self, batch: Batch, durability: Durability) -> Result<(), StoreError> {
-        let inner = &*self.inner;
-        let stripes: BTreeSet<usize> = batch
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::PutSim { sim, .. } => Some(inner.stripe_of(&sim.imsi)),
-                Op::DeleteSim { imsi, .. } => Some(inner.stripe_of(imsi)),
-                _ => None,
-            })
-            .collect();
-        // Ascending order: two batches can never wait on each other in a cycle.
-        let _guards: Vec<_> = stripes.iter().map(|&s| inner.stripes[s].lock()).collect();
-
-        let sims = inner.cf(CF_SIMS)?;
-        let members = inner.cf(CF_MEMBERS)?;
-        let mut wb = WriteBatch::default();
-        let mut profiles_changed = Vec::new();
-        // Within one batch a SIM may appear twice (import): later ops see earlier ones.
-        let mut pending: HashMap<Imsi, Option<SimRecord>> = HashMap::new();
-        for op in batch.ops {
-            match op {
-                Op::PutSim {
-                    mut sim,
-                    expect_rev,
-                } => {
-                    let current = match pending.get(&sim.imsi) {
-                        Some(c) => c.clone(),
-                        None => inner.cached_sim_locked(&sim.imsi)?,
-                    };
-                    let current_rev = current.as_ref().map_or(0, |c| c.rev);
-                    if current_rev != expect_rev {
-                        return Err(StoreError::Conflict(sim.imsi));
-                    }
-                    if let Some(cur) = &current {
-                        // Never move last-seen backwards (the flusher may have written newer).
-                        if cur.last_seen_at > sim.last_seen_at {
-                            sim.last_seen = cur.last_seen;
-                            sim.last_seen_at = cur.last_seen_at;
-                        }
-                    }
-                    let old_profile = current.as_ref().and_then(|c| c.profile.clone());
-                    if old_profile != sim.profile {
-                        if let Some(p) = &old_profile {
-                            wb.delete_cf(&members, keys::member(p, &sim.imsi));
-                        }
-                        if let Some(p) = &sim.profile {
-                            wb.put_cf(&members, keys::member(p, &sim.imsi), []);
-                        }
-                    }
-                    wb.put_cf(&sims, sim.imsi.as_bytes(), encoding::encode(&sim));
-                    pending.insert(sim.imsi, Some(sim));
-                }
-                Op::DeleteSim { imsi, expect_rev } => {
-                    let current = match pending.get(&imsi) {
-                        Some(c) => c.clone(),
-                        None => inner.cached_sim_locked(&imsi)?,
-                    };
-                    if current.as_ref().map_or(0, |c| c.rev) != expect_rev {
-                        return Err(StoreError::Conflict(imsi));
-                    }
-                    if let Some(p) = current.as_ref().and_then(|c| c.profile.as_ref()) {
-                        wb.delete_cf(&members, keys::member(p, &imsi));
-                    }
-                    wb.delete_cf(&sims, imsi.as_bytes());
-                    pending.insert(imsi, None);
-                }
-                Op::PutProfile(p) => {
-                    let cf = inner.cf(CF_PROFILES)?;
-                    wb.put_cf(&cf, p.name.as_bytes(), encoding::encode(&p));
-                    profiles_changed.push(p);
-                }
-                Op::PutEvent(ev) => {
-                    let cf = inner.cf(CF_EVENTS)?;
-                    let n = inner.event_counter.fetch_add(1, Ordering::Relaxed);
-                    wb.put_cf(&cf, keys::event(&ev.imsi, ev.at, n), encoding::encode(&ev));
-                }
-                Op::PutRequest(r) => {
-                    let cf = inner.cf(CF_REQUESTS)?;
-                    wb.put_cf(&cf, r.seq.to_be_bytes(), encoding::encode(&r));
-                }
-                Op::PutCharge(c) => {
-                    let cf = inner.cf(CF_BILLING)?;
-                    wb.put_cf(&cf, keys::charge(&c.month, &c.imsi), encoding::encode(&c));
-                }
-                Op::PutOutbox { id, entry } => {
-                    let cf = inner.cf(CF_OUTBOX)?;
-                    wb.put_cf(&cf, id.to_be_bytes(), encoding::encode(&entry));
-                }
-                Op::DeleteOutbox { id } => {
-                    let cf = inner.cf(CF_OUTBOX)?;
-                    wb.delete_cf(&cf, id.to_be_bytes());
-                }
-                Op::PutMeta { key, value } => {
-                    let cf = inner.cf(CF_META)?;
-                    wb.put_cf(&cf, key.as_bytes(), value);
-                }
-            }
-        }
-        inner
-            .db
-            .write_opt(wb, &write_opts(durability))
-            .map_err(backend)?;
-        // Still under the stripes: the cache follows the store exactly.
-        for (imsi, rec) in pending {
-            match rec {
-                Some(r) => inner.cache_put(r),
-                None => inner.cache_remove(&imsi),
-            }
-        }
-        if !profiles_changed.is_empty() {
-            let mut map = inner.profiles.write();
-            for p in profiles_changed {
-                map.insert(p.name.clone(), p);
-            }
-        }
-        Ok(())
-    }
-
-    fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError> {
-        self.inner.seen_shard(imsi).lock().insert(*imsi, (imei, at));
-        Ok(())
-    }
-
-    fn events(&self, imsi: &Imsi, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let cf = self.inner.cf(CF_EVENTS)?;
-        let prefix = keys::event_prefix(imsi);
-        let mut end = prefix.clone();
-        end.extend_from_slice(&[0xff; 12]);
-        let mut out = Vec::new();
-        let it = self
-            .inner
-            .db
-            .iterator_cf(&cf, IteratorMode::From(&end, Direction::Reverse));
-        for item in it {
-            let (k, v) = item.map_err(backend)?;
-            if !k.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            out.push(decode(&k, &v)?);
-        }
-        Ok(out)
-    }
-
-    fn submit_request(&self, op: Operation, at: Millis) -> Result<RequestRecord, StoreError> {
-        let inner = &*self.inner;
-        let _log = inner.request_log.lock();
-        let seq = inner.next_request.load(Ordering::SeqCst);
-        let rec = RequestRecord {
-            seq,
-            op,
-            status: RequestStatus::Pending,
-            error: None,
-            submitted_at: at,
-            processed_at: None,
-        };
-        let cf = inner.cf(CF_REQUESTS)?;
-        inner
-            .db
-            .put_cf_opt(
-                &cf,
-                seq.to_be_bytes(),
-                encoding::encode(&rec),
-                &write_opts(Durability::Synced),
-            )
-            .map_err(backend)?;
-        inner.next_request.store(seq + 1, Ordering::SeqCst);
-        Ok(rec)
-    }
-
-    fn last_request_seq(&self) -> u64 {
-        self.inner
-            .next_request
-            .load(Ordering::SeqCst)
-            .saturating_sub(1)
-    }
-
-    fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError> {
-        let cf = self.inner.cf(CF_REQUESTS)?;
-        let key = seq.to_be_bytes();
-        match self.inner.db.get_pinned_cf(&cf, key).map_err(backend)? {
-            Some(v) => decode(&key, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn requests_after(&self, after: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
-        let start = after.saturating_add(1).to_be_bytes();
-        Ok(self
-            .inner
-            .prefix_scan::<RequestRecord>(CF_REQUESTS, b"", &start, limit)?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect())
-    }
-
-    fn charges(&self, month: &str) -> Result<Vec<Charge>, StoreError> {
-        let prefix = keys::charge_prefix(month);
-        Ok(self
-            .inner
-            .prefix_scan::<Charge>(CF_BILLING, &prefix, &prefix, usize::MAX)?
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect())
-    }
-
-    fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError> {
-        let cf = self.inner.cf(CF_BILLING)?;
-        let key = keys::charge(month, imsi);
-        match self.inner.db.get_pinned_cf(&cf, &key).map_err(backend)? {
-            Some(v) => decode(&key, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
-        Ok(self
-            .inner
-            .prefix_scan::<OutboxEntry>(CF_OUTBOX, b"", b"", limit)?
-            .into_iter()
-            .filter_map(|(k, e)| Some((be_u64(&k)?, e)))
-            .collect())
-    }
-
-    fn next_outbox_id(&self) -> u64 {
-        self.inner.next_outbox.fetch_add(1, Ordering::SeqCst)
-    }
-
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let cf = self.inner.cf(CF_META)?;
-        self.inner.db.get_cf(&cf, key).map_err(backend)
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush_seen()?;
-        self.inner.db.flush_wal(true).map_err(backend)
-    }
-
-    fn approximate_counts(&self) -> StoreCounts {
-        let prop = |cf: &str, name: &str| -> u64 {
-            self.inner
-                .cf(cf)
-                .ok()
-                .and_then(|h| self.inner.db.property_int_value_cf(&h, name).ok().flatten())
-                .unwrap_or(0)
-        };
-        // Every file of the data directory (SST files, WAL, manifest, options): what the store
-        // holds on disk, including what is not yet compacted into SST files.
-        let disk = std::fs::read_dir(self.inner.db.path())
-            .map(|dir| {
-                dir.filter_map(Result::ok)
-                    .filter_map(|e| e.metadata().ok())
-                    .filter(std::fs::Metadata::is_file)
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        StoreCounts {
-            sims: prop(CF_SIMS, "rocksdb.estimate-num-keys"),
-            events: prop(CF_EVENTS, "rocksdb.estimate-num-keys"),
-            outbox: prop(CF_OUTBOX, "rocksdb.estimate-num-keys"),
-            disk_bytes: disk,
-        }
-    }
-}
-
 impl Drop for RocksStore {
     fn drop(&mut self) {
         if let Err(e) = self.inner.flush_seen() {
@@ -840,6 +480,7 @@ impl Drop for RocksStore {
 mod tests {
     use super::*;
     use crate::store::{Batch, ImeiManagement};
+    use crate::store::{Commit, Ledger as _, LocalRead as _};
 
     fn imsi(i: u32) -> Imsi {
         format!("00101{i:010}").parse().unwrap()
@@ -860,7 +501,10 @@ mod tests {
             s.value = Some(ImeiManagement::Lock);
             let mut b = Batch::new();
             b.put_sim(s);
-            store.write(b, Durability::Buffered).unwrap();
+            assert_eq!(
+                store.write(b, Durability::Buffered).unwrap(),
+                Commit::Committed
+            );
         }
         let dev = |i: u32| Imei::from_u64(35_000_000_000_000 + u64::from(i)).unwrap();
         for i in 0..1000 {
@@ -870,19 +514,25 @@ mod tests {
             s.bound = Some(dev(i));
             let mut b = Batch::new();
             b.put_sim(s.clone());
-            store.write(b, Durability::Buffered).unwrap();
+            assert_eq!(
+                store.write(b, Durability::Buffered).unwrap(),
+                Commit::Committed
+            );
             // A second CAS from the stale copy loses.
             let mut b = Batch::new();
             b.put_sim(s);
-            assert!(matches!(
-                store.write(b, Durability::Buffered),
-                Err(StoreError::Conflict(_))
-            ));
+            assert_eq!(
+                store.write(b, Durability::Buffered).unwrap(),
+                Commit::Conflict
+            );
         }
         store.inner.flush_seen().unwrap();
         let mut b = Batch::new();
         b.delete_sim(&store.sim(&imsi(7)).unwrap().unwrap());
-        store.write(b, Durability::Buffered).unwrap();
+        assert_eq!(
+            store.write(b, Durability::Buffered).unwrap(),
+            Commit::Committed
+        );
         let check = |store: &RocksStore| {
             for i in 0..1000 {
                 let got = store.sim(&imsi(i)).unwrap();
@@ -919,7 +569,10 @@ mod tests {
         for i in 0..2000 {
             let mut b = Batch::new();
             b.put_sim(SimRecord::new(imsi(i)));
-            store.write(b, Durability::Buffered).unwrap();
+            assert_eq!(
+                store.write(b, Durability::Buffered).unwrap(),
+                Commit::Committed
+            );
         }
         let in_wal = store.approximate_counts().disk_bytes;
         assert!(
