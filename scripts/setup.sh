@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # Build: bindgen (librocksdb-sys) needs libclang; RocksDB itself is compiled from C++ by cargo;
-# etcd-client's build compiles etcd's gRPC protocol with protoc (protobuf-compiler).
-APT_BUILD=(libclang-dev g++ make protobuf-compiler)
+# etcd-client's build compiles etcd's gRPC protocol with protoc (protobuf-compiler) and the
+# well-known types it imports (libprotobuf-dev).
+APT_BUILD=(libclang-dev g++ make protobuf-compiler libprotobuf-dev)
 # Tests: real third-party peers; systemd for `systemd-analyze verify` of the unit; freeradius
 # (the server) for scripts/bench-radius.sh (its smoke run is a test); qemu, busybox-static and
 # cpio for the SCTP guest (scripts/sctp-guest.sh, which downloads its kernel); prometheus for

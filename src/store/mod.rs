@@ -11,6 +11,8 @@ pub mod blocking;
 pub mod conformance;
 pub mod delayed;
 pub mod encoding;
+#[cfg(feature = "rocksdb")]
+pub mod etcd;
 pub mod memory;
 pub mod model;
 #[cfg(feature = "rocksdb")]

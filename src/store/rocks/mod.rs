@@ -29,6 +29,7 @@ use std::hash::BuildHasher;
 use std::path::Path;
 
 mod read;
+pub mod replica;
 mod write;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Weak};

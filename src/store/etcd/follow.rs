@@ -1,0 +1,291 @@
+//! The watch that feeds a node's cache, and the rebuild when the watch cannot continue.
+//!
+//! One watch on the whole prefix, from the cache's revision + 1, with `prev_kv`. Each response
+//! becomes one cache write (its changes and its revision). The watch cannot continue, and the
+//! cache is rebuilt from a paginated read at one fixed revision, when:
+//! - etcd has compacted past the revision asked for (the watch is cancelled with a compact
+//!   revision);
+//! - a SIM event does not continue the cached record: its `prev_kv` revision differs from the
+//!   revision the cache holds (a lost event: etcd 3.4 has known watch-event losses around
+//!   compaction, detected here rather than assumed away);
+//! - the cache has no position (first start, or a rebuild interrupted by a crash).
+//!
+//! This module decides nothing about sessions; it only keeps the cache equal to etcd.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{EventType, GetOptions, WatchOptions};
+
+use super::layout::{Layout, Parsed};
+use super::{etcd_err, observe, Shared, POSITION_KEY};
+use crate::context::Imsi;
+use crate::store::rocks::replica::Change;
+use crate::store::{LocalRead, StoreError};
+
+/// Keys per page of a rebuild read.
+const PAGE: i64 = 2_000;
+
+/// Why the watch stopped.
+enum Stop {
+    /// Rebuild the cache, for this reason (metric label).
+    Rebuild(&'static str),
+    /// Reconnect and resume from the cache's position.
+    Resume,
+}
+
+/// Follows etcd until the store stops.
+pub(super) async fn run(shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(50);
+    while !shared.stopped.load(Ordering::SeqCst) {
+        if shared.applied() == 0 {
+            if let Err(e) = rebuild(&shared, "start").await {
+                tracing::warn!(error = %e, "cache rebuild failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        }
+        match watch(&shared).await {
+            Ok(Stop::Rebuild(reason)) => {
+                if let Err(e) = rebuild(&shared, reason).await {
+                    tracing::warn!(error = %e, "cache rebuild failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+            Ok(Stop::Resume) => backoff = Duration::from_millis(50),
+            Err(e) => {
+                tracing::warn!(error = %e, "etcd watch failed; resuming");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Watches from the cache's position + 1 and applies every response.
+async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
+    let from = shared.applied() + 1;
+    let root = shared.layout.root();
+    let opts = WatchOptions::new()
+        .with_range(Layout::range_end(&root))
+        .with_start_revision(i64::try_from(from).unwrap_or(i64::MAX))
+        .with_prev_key()
+        .with_progress_notify();
+    let mut client = shared.client.clone();
+    let mut stream = client.watch(root, Some(opts)).await.map_err(etcd_err)?;
+    while let Some(resp) = stream.message().await.map_err(etcd_err)? {
+        if shared.stopped.load(Ordering::SeqCst) {
+            return Ok(Stop::Resume);
+        }
+        if resp.compact_revision() > 0 {
+            tracing::warn!(
+                compacted = resp.compact_revision(),
+                from,
+                "etcd compacted past the cache's position; rebuilding the cache"
+            );
+            return Ok(Stop::Rebuild("compacted"));
+        }
+        if resp.canceled() {
+            tracing::warn!(
+                reason = resp.cancel_reason(),
+                "etcd cancelled the watch; resuming"
+            );
+            return Ok(Stop::Resume);
+        }
+        let header_rev = resp.header().map_or(0, |h| h.revision()).max(0) as u64;
+        if resp.events().is_empty() {
+            // Progress notification: every event up to the header's revision was delivered.
+            if header_rev > shared.applied() {
+                shared
+                    .cache
+                    .apply_changes(Vec::new(), POSITION_KEY, header_rev)?;
+                advance(shared, header_rev, None);
+            }
+            continue;
+        }
+        let mut changes = Vec::with_capacity(resp.events().len());
+        let mut last = 0u64;
+        let mut data = None;
+        // Within one response a SIM may change twice: the second continues the first.
+        let mut expected: HashMap<Imsi, Option<u64>> = HashMap::new();
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let rev = kv.mod_revision().max(0) as u64;
+            last = last.max(rev);
+            let value = match ev.event_type() {
+                EventType::Put => Some(kv.value()),
+                EventType::Delete => None,
+            };
+            match shared.layout.parse(kv.key(), value, kv.mod_revision()) {
+                Ok(Parsed::Data(change)) => {
+                    if let Some(imsi) = sim_of(&change) {
+                        let prev = ev.prev_kv().map(|p| p.mod_revision().max(0) as u64);
+                        let cached = match expected.get(&imsi) {
+                            Some(r) => *r,
+                            None => shared.cache.sim(&imsi)?.map(|s| s.rev),
+                        };
+                        if prev != cached {
+                            tracing::warn!(%imsi, ?prev, ?cached, revision = rev,
+                                "watch event does not continue the cached SIM; rebuilding");
+                            return Ok(Stop::Rebuild("gap"));
+                        }
+                        let after = matches!(change, Change::PutSim(_)).then_some(rev);
+                        expected.insert(imsi, after);
+                    }
+                    data = Some(rev);
+                    changes.push(change);
+                }
+                Ok(Parsed::Node(name, rec)) => node_changed(shared, name, rec),
+                Ok(Parsed::Lock(name, holder)) => lock_changed(shared, name, holder),
+                Ok(Parsed::Other) => {}
+                Err(e) => {
+                    // A value this release cannot read: counted, logged, skipped (a newer
+                    // node's record); the rest of the response still applies.
+                    metrics::counter!("imei_lockd_store_errors_total", "kind" => "corrupt")
+                        .increment(1);
+                    tracing::error!(error = %e, "unreadable value in etcd; skipped");
+                }
+            }
+        }
+        let position = last.max(header_rev.min(last));
+        shared
+            .cache
+            .apply_changes(changes, POSITION_KEY, position)?;
+        advance(shared, position, data);
+    }
+    Ok(Stop::Resume)
+}
+
+fn sim_of(change: &Change) -> Option<Imsi> {
+    match change {
+        Change::PutSim(s) => Some(s.imsi),
+        Change::DeleteSim(imsi) => Some(*imsi),
+        _ => None,
+    }
+}
+
+/// Publishes a new cache position (and data revision) to waiters and metrics.
+fn advance(shared: &Shared, position: u64, data: Option<u64>) {
+    if let Some(d) = data {
+        shared.data_rev.fetch_max(d, Ordering::SeqCst);
+        shared.data_changed.notify_waiters();
+    }
+    shared.applied_rev.send_if_modified(|a| {
+        let moved = position > *a;
+        if moved {
+            *a = position;
+        }
+        moved
+    });
+    metrics::gauge!("imei_lockd_cluster_applied_revision").set(position as f64);
+    shared.state_changed.notify_waiters();
+}
+
+fn node_changed(shared: &Shared, name: String, rec: Option<super::NodeRecord>) {
+    {
+        let mut nodes = shared.nodes.write();
+        match rec {
+            Some(r) => nodes.insert(name, r),
+            None => nodes.remove(&name),
+        };
+    }
+    shared.nodes_changed.notify_waiters();
+}
+
+fn lock_changed(shared: &Shared, name: String, holder: Option<String>) {
+    {
+        let mut locks = shared.locks.write();
+        match holder {
+            Some(h) => locks.insert(name, h),
+            None => locks.remove(&name),
+        };
+    }
+    // A released singleton is taken over at once by whoever sees it first.
+    shared.state_changed.notify_waiters();
+}
+
+/// Reads everything under the prefix at one revision into an emptied cache.
+async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError> {
+    let started = Instant::now();
+    shared.rebuilding.store(true, Ordering::SeqCst);
+    shared.joined_at.store(0, Ordering::SeqCst);
+    shared.state_changed.notify_waiters();
+    metrics::counter!("imei_lockd_cache_rebuilds_total", "reason" => reason).increment(1);
+    let root = shared.layout.root();
+    let end = Layout::range_end(&root);
+    let mut kv = shared.client.kv_client();
+    // Position 0 until the read is complete: a crash mid-way rebuilds again.
+    shared.cache.clear()?;
+    shared.cache.apply_changes(Vec::new(), POSITION_KEY, 0)?;
+    let mut revision = 0i64;
+    let mut start = root.clone();
+    let mut keys = 0u64;
+    let mut nodes = Vec::new();
+    let mut locks = Vec::new();
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        let t = Instant::now();
+        let page = kv.get(start.clone(), Some(opts)).await;
+        observe("get", t, page.is_ok());
+        let page = page.map_err(etcd_err)?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |h| h.revision());
+        }
+        let mut changes = Vec::with_capacity(page.kvs().len());
+        for item in page.kvs() {
+            keys += 1;
+            match shared
+                .layout
+                .parse(item.key(), Some(item.value()), item.mod_revision())
+            {
+                Ok(Parsed::Data(c)) => changes.push(c),
+                Ok(Parsed::Node(n, r)) => nodes.push((n, r)),
+                Ok(Parsed::Lock(n, h)) => locks.push((n, h)),
+                Ok(Parsed::Other) => {}
+                Err(e) => tracing::error!(error = %e, "unreadable value in etcd; skipped"),
+            }
+        }
+        shared.cache.apply_changes(changes, POSITION_KEY, 0)?;
+        let Some(last) = page.kvs().last() else { break };
+        start = last.key().to_vec();
+        start.push(0);
+        if !page.more() {
+            break;
+        }
+    }
+    let revision = revision.max(0) as u64;
+    shared.nodes.write().clear();
+    shared.locks.write().clear();
+    for (n, r) in nodes {
+        node_changed(shared, n, r);
+    }
+    for (n, h) in locks {
+        lock_changed(shared, n, h);
+    }
+    shared
+        .cache
+        .apply_changes(Vec::new(), POSITION_KEY, revision)?;
+    // The cache may now be *behind* what the applied-revision channel said (never ahead of
+    // etcd): reset both to the rebuild's revision.
+    shared.applied_rev.send_replace(revision);
+    shared.data_rev.store(revision, Ordering::SeqCst);
+    shared.data_changed.notify_waiters();
+    shared.catch_up_to.fetch_min(revision, Ordering::SeqCst);
+    shared.rebuilding.store(false, Ordering::SeqCst);
+    shared.state_changed.notify_waiters();
+    tracing::info!(
+        reason,
+        revision,
+        keys,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "cache rebuilt from etcd"
+    );
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Where each record lives in etcd, under the configured prefix `P`:
+//!
+//! | key | value |
+//! |---|---|
+//! | `P/sim/<imsi>` | [`SimRecord`] (its `rev` is the key's `mod_revision`, not the stored one) |
+//! | `P/profile/<name>` | [`ProfileRecord`] |
+//! | `P/event/<imsi>/<at:016x><counter:08x>` | [`Event`] |
+//! | `P/req/<seq:020>` | [`RequestRecord`] |
+//! | `P/reqseq` | last request sequence number (8 octets BE) |
+//! | `P/charge/<YYYY-MM>/<imsi>` | [`Charge`] |
+//! | `P/outbox/<id:020>` | [`OutboxEntry`] |
+//! | `P/meta/<name>` | raw bytes (provisioning cursor, billed month) |
+//! | `P/seen/<imsi>` | last-seen IMEI (8 octets BE) and time (8 octets BE) |
+//! | `P/node/<name>` | a node's [`NodeRecord`] (JSON), attached to its lease |
+//! | `P/lock/<singleton>` | the holder's node name, attached to its lease |
+//!
+//! Values use the same versioned encoding as the embedded store ([`super::super::encoding`]).
+//! This module only names keys and turns key-values into cache [`Change`]s; it does no I/O.
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::Imsi;
+use crate::imei::Imei;
+use crate::store::rocks::replica::Change;
+use crate::store::{encoding, Millis, SimRecord, StoreError};
+
+/// A node's published state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The revision of the last data change this node's cache applied.
+    pub data_rev: u64,
+    /// Whether it answers sessions.
+    pub serving: bool,
+}
+
+/// What one key under the prefix is.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A record the cache holds.
+    Data(Change),
+    /// A record removed from the cache.
+    Node(String, Option<NodeRecord>),
+    Lock(String, Option<String>),
+    /// The request counter and anything unknown: nothing to cache.
+    Other,
+}
+
+/// Key construction for one prefix.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    prefix: String,
+}
+
+impl Layout {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn key(&self, parts: &[&str]) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        for p in parts {
+            k.push('/');
+            k.push_str(p);
+        }
+        k.into_bytes()
+    }
+
+    /// `P/` — every key of the daemon.
+    pub fn root(&self) -> Vec<u8> {
+        self.key(&[""])
+    }
+
+    /// The first key after every key starting with `prefix` (etcd's range end for a prefix).
+    pub fn range_end(prefix: &[u8]) -> Vec<u8> {
+        let mut end = prefix.to_vec();
+        while let Some(last) = end.pop() {
+            if last < 0xff {
+                end.push(last + 1);
+                return end;
+            }
+        }
+        vec![0]
+    }
+
+    pub fn sim(&self, imsi: &Imsi) -> Vec<u8> {
+        self.key(&["sim", imsi.as_str()])
+    }
+    pub fn profile(&self, name: &str) -> Vec<u8> {
+        self.key(&["profile", name])
+    }
+    pub fn event(&self, imsi: &Imsi, at: Millis, counter: u32) -> Vec<u8> {
+        let id = format!("{:016x}{counter:08x}", at.max(0));
+        self.key(&["event", imsi.as_str(), &id])
+    }
+    pub fn request(&self, seq: u64) -> Vec<u8> {
+        self.key(&["req", &format!("{seq:020}")])
+    }
+    pub fn request_counter(&self) -> Vec<u8> {
+        self.key(&["reqseq"])
+    }
+    pub fn charge(&self, month: &str, imsi: &Imsi) -> Vec<u8> {
+        self.key(&["charge", month, imsi.as_str()])
+    }
+    pub fn outbox(&self, id: u64) -> Vec<u8> {
+        self.key(&["outbox", &format!("{id:020}")])
+    }
+    pub fn meta(&self, name: &str) -> Vec<u8> {
+        self.key(&["meta", name])
+    }
+    pub fn seen(&self, imsi: &Imsi) -> Vec<u8> {
+        self.key(&["seen", imsi.as_str()])
+    }
+    pub fn node(&self, name: &str) -> Vec<u8> {
+        self.key(&["node", name])
+    }
+    pub fn lock(&self, singleton: &str) -> Vec<u8> {
+        self.key(&["lock", singleton])
+    }
+
+    /// What `key` holds, given its `value` (`None`: deleted) and `mod_revision`.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a value or key under a known kind that does not decode.
+    pub fn parse(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        mod_revision: i64,
+    ) -> Result<Parsed, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            source: encoding::EncodingError::Malformed(what.to_owned()),
+        };
+        let Some(rest) = key
+            .strip_prefix(self.prefix.as_bytes())
+            .and_then(|r| r.strip_prefix(b"/"))
+        else {
+            return Ok(Parsed::Other);
+        };
+        let rest = std::str::from_utf8(rest).map_err(|_| corrupt("key is not UTF-8"))?;
+        let (kind, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let imsi = |s: &str| Imsi::parse(s.as_bytes()).map_err(|_| corrupt("IMSI in key"));
+        fn decode<T: serde::de::DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+            encoding::decode(v).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                source: e,
+            })
+        }
+        Ok(Parsed::Data(match (kind, value) {
+            ("sim", Some(v)) => {
+                let mut sim: SimRecord = decode(key, v)?;
+                sim.rev = u64::try_from(mod_revision).unwrap_or(0);
+                Change::PutSim(sim)
+            }
+            ("sim", None) => Change::DeleteSim(imsi(tail)?),
+            ("profile", Some(v)) => Change::PutProfile(decode(key, v)?),
+            ("profile", None) => Change::DeleteProfile(tail.to_owned()),
+            ("event", v) => {
+                let (who, id) = tail.split_once('/').ok_or_else(|| corrupt("event key"))?;
+                if id.len() != 24 || !id.is_ascii() {
+                    return Err(corrupt("event id"));
+                }
+                let (at, counter) = id.split_at(16);
+                let at = u64::from_str_radix(at, 16).map_err(|_| corrupt("event time"))?;
+                let at = Millis::try_from(at).map_err(|_| corrupt("event time"))?;
+                let counter = u32::from_str_radix(counter, 16).map_err(|_| corrupt("event id"))?;
+                match v {
+                    Some(v) => Change::PutEvent {
+                        at,
+                        counter,
+                        event: decode(key, v)?,
+                    },
+                    None => Change::DeleteEvent {
+                        imsi: imsi(who)?,
+                        at,
+                        counter,
+                    },
+                }
+            }
+            ("req", Some(v)) => Change::PutRequest(decode(key, v)?),
+            ("charge", Some(v)) => Change::PutCharge(decode(key, v)?),
+            ("outbox", v) => {
+                let id: u64 = tail.parse().map_err(|_| corrupt("outbox id"))?;
+                match v {
+                    Some(v) => Change::PutOutbox {
+                        id,
+                        entry: decode(key, v)?,
+                    },
+                    None => Change::DeleteOutbox(id),
+                }
+            }
+            ("meta", Some(v)) => Change::PutMeta {
+                key: tail.to_owned(),
+                value: v.to_vec(),
+            },
+            ("meta", None) => Change::DeleteMeta(tail.to_owned()),
+            ("seen", Some(v)) => {
+                let (imei, at) = decode_seen(v).ok_or_else(|| corrupt("last-seen value"))?;
+                Change::Seen {
+                    imsi: imsi(tail)?,
+                    imei,
+                    at,
+                }
+            }
+            ("node", v) => {
+                let rec = v.and_then(|v| serde_json::from_slice(v).ok());
+                return Ok(Parsed::Node(tail.to_owned(), rec));
+            }
+            ("lock", v) => {
+                let holder = v.map(|v| String::from_utf8_lossy(v).into_owned());
+                return Ok(Parsed::Lock(tail.to_owned(), holder));
+            }
+            _ => return Ok(Parsed::Other),
+        }))
+    }
+}
+
+/// The value of `P/seen/<imsi>`.
+pub fn encode_seen(imei: Imei, at: Millis) -> Vec<u8> {
+    let mut v = imei.as_u64().to_be_bytes().to_vec();
+    v.extend_from_slice(&at.to_be_bytes());
+    v
+}
+
+fn decode_seen(v: &[u8]) -> Option<(Imei, Millis)> {
+    let imei = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    let at = i64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+    Some((Imei::from_u64(imei)?, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back_to_their_records() {
+        let l = Layout::new("/imei-lockd/");
+        let imsi = Imsi::parse(b"001010000000001").unwrap();
+        assert_eq!(l.sim(&imsi), b"/imei-lockd/sim/001010000000001");
+        let mut sim = SimRecord::new(imsi);
+        sim.rev = 99;
+        let v = encoding::encode(&sim);
+        match l.parse(&l.sim(&imsi), Some(&v), 42).unwrap() {
+            Parsed::Data(Change::PutSim(s)) => assert_eq!(s.rev, 42, "rev is the mod_revision"),
+            other => panic!("{other:?}"),
+        }
+        match l
+            .parse(&l.event(&imsi, 1_700_000_000_000, 7), None, 3)
+            .unwrap()
+        {
+            Parsed::Data(Change::DeleteEvent { at, counter, .. }) => {
+                assert_eq!((at, counter), (1_700_000_000_000, 7));
+            }
+            other => panic!("{other:?}"),
+        }
+        let imei = Imei::from_u64(35_209_900_176_148).unwrap();
+        match l
+            .parse(&l.seen(&imsi), Some(&encode_seen(imei, 5)), 1)
+            .unwrap()
+        {
+            Parsed::Data(Change::Seen { imei: i, at, .. }) => assert_eq!((i, at), (imei, 5)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            l.parse(b"/other/sim/1", None, 1).unwrap(),
+            Parsed::Other
+        ));
+        assert!(l.parse(&l.sim(&imsi), Some(b"\xff\x00"), 1).is_err());
+        assert!(l
+            .parse(b"/imei-lockd/event/001010000000001/zz", None, 1)
+            .is_err());
+    }
+
+    #[test]
+    fn range_end_is_the_next_prefix() {
+        assert_eq!(Layout::range_end(b"/a/"), b"/a0");
+        assert_eq!(Layout::range_end(b"a\xff"), b"b");
+    }
+}

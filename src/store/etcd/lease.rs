@@ -1,0 +1,266 @@
+//! A node's membership: its lease, its published state, its singletons, its last-seen writes.
+//!
+//! - [`run`] grants a lease of `lease_ttl_s` and keeps it alive every third of the TTL. The
+//!   lease is valid, by this node's monotonic clock, until the *send* time of the last answered
+//!   keep-alive plus the TTL, so the node stops believing in it no later than etcd expires it.
+//!   [`super::Shared::serving`] checks that instant before every answer: a node frozen past its
+//!   TTL wakes not serving. A lost lease is replaced by a new one, and the node rejoins: it
+//!   catches up to the revision read after the grant before it publishes itself serving.
+//! - [`publish`] writes `P/node/<name>` (attached to the lease) whenever the data revision the
+//!   cache applied or the serving state changes (at most every few milliseconds). A node counts
+//!   as serving only once the cache has applied its own "serving" publication; provisioning
+//!   waits for every node whose record says serving.
+//! - Singletons: `P/lock/<name>` created if absent with the lease; the holder keeps it while its
+//!   lease lives; when the key goes, any node takes it.
+//! - [`write_seen`] writes buffered last-seen IMEIs once a second.
+//!
+//! This module answers no session; it only says whether this node may.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+
+use super::layout::{encode_seen, NodeRecord};
+use super::{observe, Shared};
+use crate::store::Singleton;
+
+/// Keeps this node's lease until the store stops.
+pub(super) async fn run(shared: Arc<Shared>) {
+    let ttl = shared.settings.lease_ttl.as_secs().max(1) as i64;
+    while !shared.stopped.load(Ordering::SeqCst) {
+        let mut client = shared.client.clone();
+        let sent = Instant::now();
+        let granted = client.lease_grant(ttl, None).await;
+        observe("lease", sent, granted.is_ok());
+        let granted = match granted {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot get a lease from etcd; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        let id = granted.id();
+        let granted_ttl = Duration::from_secs(granted.ttl().max(1) as u64);
+        {
+            let mut l = shared.lease.lock();
+            l.id = id;
+            l.valid_until = Some(sent + granted_ttl);
+        }
+        // Rejoin: catch up to etcd as it is now before publishing "serving".
+        let current = current_revision(&shared).await.unwrap_or(u64::MAX);
+        shared.joined_at.store(0, Ordering::SeqCst);
+        shared.catch_up_to.store(current, Ordering::SeqCst);
+        shared.state_changed.notify_waiters();
+        tracing::info!(
+            lease = id,
+            ttl_s = granted_ttl.as_secs(),
+            "cluster lease granted"
+        );
+        keep_alive(&shared, id, granted_ttl).await;
+        shared.joined_at.store(0, Ordering::SeqCst);
+        shared.state_changed.notify_waiters();
+        metrics::gauge!("imei_lockd_cluster_serving").set(0.0);
+        tracing::warn!(lease = id, "cluster lease lost; not serving until rejoined");
+    }
+}
+
+/// Keeps lease `id` alive until it cannot be.
+async fn keep_alive(shared: &Shared, id: i64, ttl: Duration) {
+    let mut client = shared.client.clone();
+    let Ok((mut keeper, mut stream)) = client.lease_keep_alive(id).await else {
+        return;
+    };
+    let every = ttl / 3;
+    loop {
+        acquire_singletons(shared, id).await;
+        let wake = shared.state_changed.notified();
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = wake => {
+                // A state change (a lock released, caught up): act on it, keep-alive on time.
+                if shared.lease.lock().valid_until.is_some_and(|t| {
+                    t.saturating_duration_since(Instant::now()) > ttl - every
+                }) {
+                    continue;
+                }
+            }
+        }
+        if shared.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let sent = Instant::now();
+        let answered = async {
+            keeper.keep_alive().await.ok()?;
+            stream.message().await.ok().flatten()
+        };
+        match tokio::time::timeout(ttl.min(Duration::from_secs(2)), answered).await {
+            Ok(Some(r)) if r.ttl() > 0 => {
+                shared.lease.lock().valid_until = Some(sent + Duration::from_secs(r.ttl() as u64));
+                observe("lease", sent, true);
+            }
+            Ok(Some(_)) => {
+                observe("lease", sent, false);
+                return; // expired at etcd
+            }
+            _ => {
+                observe("lease", sent, false);
+                if !shared.lease_valid() {
+                    return;
+                }
+                // Not answered: keep trying while the lease is still valid here.
+                let Ok((k, s)) = client.lease_keep_alive(id).await else {
+                    if !shared.lease_valid() {
+                        return;
+                    }
+                    continue;
+                };
+                keeper = k;
+                stream = s;
+            }
+        }
+    }
+}
+
+/// Takes every free singleton, with lease `id`.
+async fn acquire_singletons(shared: &Shared, id: i64) {
+    if shared.joined_at.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    let me = shared.settings.node_name.clone();
+    for s in Singleton::ALL {
+        if shared.locks.read().contains_key(s.as_str()) {
+            continue;
+        }
+        let key = shared.layout.lock(s.as_str());
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(
+                key,
+                me.clone().into_bytes(),
+                Some(PutOptions::new().with_lease(id)),
+            )]);
+        let t = Instant::now();
+        let r = shared.client.kv_client().txn(txn).await;
+        observe("txn", t, r.is_ok());
+        if let Ok(r) = r {
+            if r.succeeded() {
+                tracing::info!(singleton = s.as_str(), "this node now runs the singleton");
+                // Seen by the watch too; recorded now so `holds` is true without waiting.
+                shared
+                    .locks
+                    .write()
+                    .insert(s.as_str().to_owned(), me.clone());
+            }
+        }
+    }
+}
+
+/// Publishes this node's record whenever what it says changes.
+pub(super) async fn publish(shared: Arc<Shared>) {
+    let mut last: Option<(NodeRecord, i64)> = None;
+    while !shared.stopped.load(Ordering::SeqCst) {
+        let data_changed = shared.data_changed.notified();
+        let state_changed = shared.state_changed.notified();
+        tokio::pin!(data_changed, state_changed);
+        data_changed.as_mut().enable();
+        state_changed.as_mut().enable();
+        let lease = shared.lease_id();
+        let caught_up = shared.applied() >= shared.catch_up_to.load(Ordering::SeqCst);
+        let serving_wanted = lease != 0
+            && shared.lease_valid()
+            && !shared.rebuilding.load(Ordering::SeqCst)
+            && caught_up;
+        let rec = NodeRecord {
+            data_rev: shared.data_rev.load(Ordering::SeqCst),
+            serving: serving_wanted,
+        };
+        if lease != 0 && last.as_ref() != Some(&(rec.clone(), lease)) {
+            let body = serde_json::to_vec(&rec).unwrap_or_default();
+            let t = Instant::now();
+            let put = shared
+                .client
+                .kv_client()
+                .put(
+                    shared.layout.node(&shared.settings.node_name),
+                    body,
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+                .await;
+            observe("put", t, put.is_ok());
+            match put {
+                Ok(r) => {
+                    let revision = r.header().map_or(0, |h| h.revision()).max(0) as u64;
+                    if rec.serving && shared.joined_at.load(Ordering::SeqCst) == 0 {
+                        shared.joined_at.store(revision, Ordering::SeqCst);
+                        metrics::gauge!("imei_lockd_cluster_serving").set(1.0);
+                        tracing::info!(revision, "node serving (cache caught up, lease held)");
+                    }
+                    if !rec.serving {
+                        shared.joined_at.store(0, Ordering::SeqCst);
+                    }
+                    last = Some((rec, lease));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot publish node state");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+            // Coalesce bursts of data changes into one publication per few milliseconds.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            continue;
+        }
+        tokio::select! {
+            _ = data_changed => {}
+            _ = state_changed => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+/// Writes buffered last-seen IMEIs to etcd once a second (coalesced per SIM).
+pub(super) async fn write_seen(shared: Arc<Shared>) {
+    while !shared.stopped.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let pending: Vec<_> = shared.seen.lock().drain().collect();
+        let per_txn = shared.settings.max_txn_ops.max(1);
+        for chunk in pending.chunks(per_txn) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(imsi, (imei, at))| {
+                    TxnOp::put(shared.layout.seen(imsi), encode_seen(*imei, *at), None)
+                })
+                .collect();
+            let t = Instant::now();
+            let r = shared
+                .client
+                .kv_client()
+                .txn(Txn::new().and_then(ops))
+                .await;
+            observe("txn", t, r.is_ok());
+            if let Err(e) = r {
+                // Informational data: the next sighting writes it again.
+                tracing::debug!(error = %e, "writing last-seen IMEIs to etcd failed");
+            }
+        }
+    }
+}
+
+/// etcd's current revision (a linearizable read of one key).
+async fn current_revision(shared: &Shared) -> Option<u64> {
+    let t = Instant::now();
+    let r = shared
+        .client
+        .kv_client()
+        .get(shared.layout.request_counter(), None)
+        .await;
+    observe("get", t, r.is_ok());
+    r.ok()?.header().map(|h| h.revision().max(0) as u64)
+}

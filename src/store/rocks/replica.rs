@@ -1,0 +1,264 @@
+//! The embedded store as a cluster node's cache: changes that another source already decided
+//! (etcd, in the order of its revisions) are applied without compares, together with the
+//! position they bring the cache to, in one `WriteBatch`.
+//!
+//! Nothing here checks a revision or decides whether a change may happen: the source of truth
+//! did. The SIM stripes are still taken, so readers never see a record half-applied and a
+//! record never goes back to an older copy.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use rocksdb::WriteBatch;
+
+use super::CF_SIMS;
+use super::{backend, write_opts, RocksStore, ALL_CFS};
+use super::{CF_BILLING, CF_EVENTS, CF_MEMBERS, CF_META, CF_OUTBOX, CF_PROFILES, CF_REQUESTS};
+use crate::context::Imsi;
+use crate::imei::Imei;
+use crate::store::{encoding, keys, Charge, Durability, Event, LocalRead, Millis, OutboxEntry};
+use crate::store::{ProfileRecord, RequestRecord, SimRecord, StoreError};
+
+/// One change decided elsewhere.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// The SIM as the source holds it, `rev` set to the source's revision of it.
+    PutSim(SimRecord),
+    DeleteSim(Imsi),
+    PutProfile(ProfileRecord),
+    DeleteProfile(String),
+    /// An event under its id (`at`, `counter`), as the source keys it.
+    PutEvent {
+        at: Millis,
+        counter: u32,
+        event: Event,
+    },
+    DeleteEvent {
+        imsi: Imsi,
+        at: Millis,
+        counter: u32,
+    },
+    PutRequest(RequestRecord),
+    PutCharge(Charge),
+    PutOutbox {
+        id: u64,
+        entry: OutboxEntry,
+    },
+    DeleteOutbox(u64),
+    PutMeta {
+        key: String,
+        value: Vec<u8>,
+    },
+    DeleteMeta(String),
+    /// A last-seen IMEI (kept only if newer than what the cache has).
+    Seen {
+        imsi: Imsi,
+        imei: Imei,
+        at: Millis,
+    },
+}
+
+impl RocksStore {
+    /// Applies `changes` in order and sets meta `position_key` to `position` (8 octets BE), in
+    /// one atomic write.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] from RocksDB.
+    pub fn apply_changes(
+        &self,
+        changes: Vec<Change>,
+        position_key: &str,
+        position: u64,
+    ) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        let stripes: BTreeSet<usize> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::PutSim(s) => Some(inner.stripe_of(&s.imsi)),
+                Change::DeleteSim(imsi) => Some(inner.stripe_of(imsi)),
+                _ => None,
+            })
+            .collect();
+        let _guards: Vec<_> = stripes.iter().map(|&s| inner.stripes[s].lock()).collect();
+        let _meta = inner.meta_lock.lock();
+        let mut wb = WriteBatch::default();
+        let mut sims_after: Vec<(Imsi, Option<SimRecord>)> = Vec::new();
+        let mut profiles: Vec<(String, Option<ProfileRecord>)> = Vec::new();
+        let mut last_request = 0;
+        for change in changes {
+            match change {
+                Change::PutSim(mut sim) => {
+                    let current = self.current(&sims_after, &sim.imsi)?;
+                    if let Some(cur) = &current {
+                        if cur.last_seen_at > sim.last_seen_at {
+                            sim.last_seen = cur.last_seen;
+                            sim.last_seen_at = cur.last_seen_at;
+                        }
+                    }
+                    let old_profile = current.as_ref().and_then(|c| c.profile.clone());
+                    if old_profile != sim.profile {
+                        let members = inner.cf(CF_MEMBERS)?;
+                        if let Some(p) = &old_profile {
+                            wb.delete_cf(&members, keys::member(p, &sim.imsi));
+                        }
+                        if let Some(p) = &sim.profile {
+                            wb.put_cf(&members, keys::member(p, &sim.imsi), []);
+                        }
+                    }
+                    wb.put_cf(
+                        &inner.cf(CF_SIMS)?,
+                        sim.imsi.as_bytes(),
+                        encoding::encode(&sim),
+                    );
+                    sims_after.push((sim.imsi, Some(sim)));
+                }
+                Change::DeleteSim(imsi) => {
+                    let current = self.current(&sims_after, &imsi)?;
+                    if let Some(p) = current.as_ref().and_then(|c| c.profile.as_ref()) {
+                        wb.delete_cf(&inner.cf(CF_MEMBERS)?, keys::member(p, &imsi));
+                    }
+                    wb.delete_cf(&inner.cf(CF_SIMS)?, imsi.as_bytes());
+                    sims_after.push((imsi, None));
+                }
+                Change::PutProfile(p) => {
+                    wb.put_cf(
+                        &inner.cf(CF_PROFILES)?,
+                        p.name.as_bytes(),
+                        encoding::encode(&p),
+                    );
+                    profiles.push((p.name.clone(), Some(p)));
+                }
+                Change::DeleteProfile(name) => {
+                    wb.delete_cf(&inner.cf(CF_PROFILES)?, name.as_bytes());
+                    profiles.push((name, None));
+                }
+                Change::PutEvent { at, counter, event } => {
+                    let key = keys::event(&event.imsi, at, counter);
+                    wb.put_cf(&inner.cf(CF_EVENTS)?, key, encoding::encode(&event));
+                }
+                Change::DeleteEvent { imsi, at, counter } => {
+                    wb.delete_cf(&inner.cf(CF_EVENTS)?, keys::event(&imsi, at, counter));
+                }
+                Change::PutRequest(r) => {
+                    last_request = last_request.max(r.seq);
+                    let cf = inner.cf(CF_REQUESTS)?;
+                    wb.put_cf(&cf, r.seq.to_be_bytes(), encoding::encode(&r));
+                }
+                Change::PutCharge(c) => {
+                    let cf = inner.cf(CF_BILLING)?;
+                    wb.put_cf(&cf, keys::charge(&c.month, &c.imsi), encoding::encode(&c));
+                }
+                Change::PutOutbox { id, entry } => {
+                    let cf = inner.cf(CF_OUTBOX)?;
+                    wb.put_cf(&cf, id.to_be_bytes(), encoding::encode(&entry));
+                }
+                Change::DeleteOutbox(id) => {
+                    wb.delete_cf(&inner.cf(CF_OUTBOX)?, id.to_be_bytes());
+                }
+                Change::PutMeta { key, value } => {
+                    wb.put_cf(&inner.cf(CF_META)?, key.as_bytes(), value);
+                }
+                Change::DeleteMeta(key) => {
+                    wb.delete_cf(&inner.cf(CF_META)?, key.as_bytes());
+                }
+                Change::Seen { imsi, imei, at } => {
+                    // Buffered like the node's own sessions' last-seen; merged into reads.
+                    let mut shard = inner.seen_shard(&imsi).lock();
+                    let newer = shard.get(&imsi).is_none_or(|&(_, t)| t <= at);
+                    if newer {
+                        shard.insert(imsi, (imei, at));
+                    }
+                }
+            }
+        }
+        wb.put_cf(
+            &inner.cf(CF_META)?,
+            position_key.as_bytes(),
+            position.to_be_bytes(),
+        );
+        inner
+            .db
+            .write_opt(wb, &write_opts(Durability::Buffered))
+            .map_err(backend)?;
+        for (imsi, rec) in sims_after {
+            match rec {
+                Some(r) => inner.cache_put(r),
+                None => inner.cache_remove(&imsi),
+            }
+        }
+        if !profiles.is_empty() {
+            let mut map = inner.profiles.write();
+            for (name, p) in profiles {
+                match p {
+                    Some(p) => map.insert(name, p),
+                    None => map.remove(&name),
+                };
+            }
+        }
+        if last_request > 0 {
+            inner
+                .next_request
+                .fetch_max(last_request + 1, Ordering::SeqCst);
+        }
+        inner.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The SIM as this batch leaves it so far, else as stored (stripe held).
+    fn current(
+        &self,
+        staged: &[(Imsi, Option<SimRecord>)],
+        imsi: &Imsi,
+    ) -> Result<Option<SimRecord>, StoreError> {
+        match staged.iter().rev().find(|(i, _)| i == imsi) {
+            Some((_, rec)) => Ok(rec.clone()),
+            None => self.inner.cached_sim_locked(imsi),
+        }
+    }
+
+    /// Empties every column family (a cache about to be rebuilt from a full read), keeping the
+    /// schema version.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] from RocksDB.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        let _all: Vec<_> = inner.stripes.iter().map(|s| s.lock()).collect();
+        let _meta = inner.meta_lock.lock();
+        let mut wb = WriteBatch::default();
+        // Every key of every family sorts below 64 octets of 0xff (digits, names, BE numbers).
+        let end = [0xffu8; 64];
+        for name in ALL_CFS {
+            wb.delete_range_cf(&inner.cf(name)?, &b""[..], &end[..]);
+        }
+        wb.put_cf(
+            &inner.cf(CF_META)?,
+            keys::SCHEMA,
+            [encoding::CURRENT_VERSION],
+        );
+        inner
+            .db
+            .write_opt(wb, &write_opts(Durability::Buffered))
+            .map_err(backend)?;
+        for shard in &inner.sim_cache {
+            shard.write().clear();
+        }
+        for shard in &inner.seen {
+            shard.lock().clear();
+        }
+        inner.profiles.write().clear();
+        inner.next_request.store(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Meta `key` as a big-endian u64 (0 when absent).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] from RocksDB.
+    pub fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .meta(key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+}
