@@ -610,6 +610,35 @@ mod tests {
         assert_eq!(c.cluster.backend, ClusterBackend::Embedded);
     }
 
+    /// The commented `[cluster]` example of the shipped file, uncommented (without the TLS and
+    /// authentication lines, which need files), is a valid etcd configuration.
+    #[test]
+    fn shipped_cluster_example_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/imei-lockd.toml");
+        let shipped = std::fs::read_to_string(p).unwrap();
+        let (before, example) = shipped.split_once("\n# [cluster]\n").unwrap();
+        let mut body = format!("{before}\n[cluster]\n");
+        for line in example.lines() {
+            let Some(l) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let key = l.split_once(" = ").map(|(k, _)| k);
+            let is_key =
+                key.is_some_and(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            let needs_files = ["ca_file", "cert_file", "key_file", "user", "password_file"];
+            if l.starts_with("[cluster.") || (is_key && !needs_files.contains(&key.unwrap())) {
+                body.push_str(l);
+                body.push('\n');
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        let c = Config::load(&write(&d, &body)).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        assert_eq!(c.cluster.backend, ClusterBackend::Etcd);
+        assert_eq!(c.cluster.node_name, "aaa-1");
+        assert_eq!(c.cluster.etcd.endpoints.len(), 3);
+        assert_eq!(c.cluster.etcd.prefix, "/imei-lockd");
+    }
+
     #[test]
     fn errors_name_the_key() {
         let d = tempfile::tempdir().unwrap();
