@@ -55,6 +55,76 @@ fn bad_files_exit_2_naming_the_key() {
     }
 }
 
+/// `[cluster]` (issue 17): an etcd configuration passes `check-config`; each bad value exits 2
+/// naming its key.
+#[test]
+fn cluster_section_is_checked_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(repo_root().join("conf/imei-lockd.toml")).unwrap();
+    let pem = dir.path().join("client.pem");
+    std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let etcd = |cluster: &str| format!("{shipped}\n{cluster}");
+    let three = "[cluster]\nbackend = \"etcd\"\nnode_name = \"aaa-1\"\n[cluster.etcd]\n\
+                 endpoints = [\"http://127.0.0.1:2379\", \"http://127.0.0.1:22379\", \
+                 \"http://127.0.0.1:32379\"]\n";
+    let p = dir.path().join("imei-lockd.toml");
+    std::fs::write(&p, etcd(three)).unwrap();
+    let (code, text) = check(&p, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("valid"), "{text}");
+
+    let cases = [
+        (
+            etcd("[cluster]\nbackend = \"etcd\"\n[cluster.etcd]\nendpoints = []\n"),
+            "`cluster.etcd.endpoints`",
+        ),
+        (
+            etcd("[cluster]\nbackend = \"etcd\"\n"),
+            "`cluster.etcd.endpoints`",
+        ),
+        (
+            etcd(&three.replace("http://127.0.0.1:22379", "127.0.0.1:22379")),
+            "`cluster.etcd.endpoints[1]`",
+        ),
+        (
+            etcd(&three.replace("http://127.0.0.1:32379", "http://127.0.0.1:32379/v3")),
+            "`cluster.etcd.endpoints[2]`",
+        ),
+        (
+            etcd(&format!(
+                "{}cert_file = \"{}\"\n",
+                three.replace("http://", "https://"),
+                pem.display()
+            )),
+            "`cluster.etcd.key_file`",
+        ),
+        (etcd("[cluster]\nbackend = \"raft\"\n"), "cluster.backend"),
+    ];
+    for (body, key) in cases {
+        std::fs::write(&p, &body).unwrap();
+        let (code, text) = check(&p, &[]);
+        assert_eq!(code, 2, "{key}: {text}");
+        assert!(text.contains(key), "message should name {key}: {text}");
+    }
+
+    // Environment overrides: the endpoints as a comma-separated list, and checked too.
+    let shipped = repo_root().join("conf/imei-lockd.toml");
+    let env = |endpoints| {
+        check(
+            &shipped,
+            &[
+                ("IMEI_LOCKD__CLUSTER__BACKEND", "etcd"),
+                ("IMEI_LOCKD__CLUSTER__ETCD__ENDPOINTS", endpoints),
+            ],
+        )
+    };
+    let (code, text) = env("http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379");
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = env("http://10.0.0.1:2379,http://10.0.0.2");
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("`cluster.etcd.endpoints[1]`"), "{text}");
+}
+
 #[test]
 fn missing_file_exits_2() {
     let (code, text) = check(std::path::Path::new("/nonexistent/imei-lockd.toml"), &[]);

@@ -6,6 +6,8 @@
 //! [`Config`] (type errors name the key), then [`Config::validate`] checks values the types cannot
 //! (addresses, CIDRs, URLs, amounts) and names the key too. Unknown keys are errors, so a typo is
 //! never silently ignored.
+//!
+//! `[cluster]` lives in [`cluster`]: the embedded single node (the default) or etcd.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{MissingImeiPolicy, UnknownSimPolicy};
 use crate::store::EventKind;
+
+pub mod cluster;
+
+pub use cluster::{default_node_name, ClusterBackend, ClusterConfig, EtcdConfig};
 
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub billing: BillingConfig,
     pub alerts: AlertsConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -340,7 +347,8 @@ pub fn parse_amount(key: &str, value: &str) -> Result<(), ConfigError> {
 }
 
 impl Config {
-    /// Reads `path`, applies `IMEI_LOCKD__*` environment overrides and validates.
+    /// Reads `path`, applies `IMEI_LOCKD__*` environment overrides, validates, and reads
+    /// `cluster.etcd.password_file`.
     ///
     /// # Errors
     /// [`ConfigError`] naming the key (or the file) at fault.
@@ -356,14 +364,16 @@ impl Config {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("diameter.listen"),
+                    .with_list_parse_key("diameter.listen")
+                    .with_list_parse_key("cluster.etcd.endpoints"),
             )
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let cfg: Self = built
+        let mut cfg: Self = built
             .try_deserialize()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
         cfg.validate()?;
+        cfg.cluster.etcd.read_password_file()?;
         Ok(cfg)
     }
 
@@ -476,6 +486,7 @@ impl Config {
                     .map_err(|m| invalid(format!("alerts.webhooks[{i}].events"), m))?;
             }
         }
+        self.cluster.validate()?;
         Ok(())
     }
 
@@ -596,6 +607,36 @@ mod tests {
         assert_eq!(c.radius.clients.len(), 1);
         assert!(c.radius.clients[0].require_message_authenticator);
         assert_eq!(c.diameter.s6b.missing_imei, MissingImeiPolicy::Accept);
+        assert_eq!(c.cluster.backend, ClusterBackend::Embedded);
+    }
+
+    /// The commented `[cluster]` example of the shipped file, uncommented (without the TLS and
+    /// authentication lines, which need files), is a valid etcd configuration.
+    #[test]
+    fn shipped_cluster_example_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/imei-lockd.toml");
+        let shipped = std::fs::read_to_string(p).unwrap();
+        let (before, example) = shipped.split_once("\n# [cluster]\n").unwrap();
+        let mut body = format!("{before}\n[cluster]\n");
+        for line in example.lines() {
+            let Some(l) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let key = l.split_once(" = ").map(|(k, _)| k);
+            let is_key =
+                key.is_some_and(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            let needs_files = ["ca_file", "cert_file", "key_file", "user", "password_file"];
+            if l.starts_with("[cluster.") || (is_key && !needs_files.contains(&key.unwrap())) {
+                body.push_str(l);
+                body.push('\n');
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        let c = Config::load(&write(&d, &body)).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        assert_eq!(c.cluster.backend, ClusterBackend::Etcd);
+        assert_eq!(c.cluster.node_name, "aaa-1");
+        assert_eq!(c.cluster.etcd.endpoints.len(), 3);
+        assert_eq!(c.cluster.etcd.prefix, "/imei-lockd");
     }
 
     #[test]
@@ -619,6 +660,19 @@ mod tests {
             ("[billing]\nlock_fee = \"1,00\"\n", "billing.lock_fee"),
             ("[radius]\nauth_listn = \"0.0.0.0:1\"\n", "auth_listn"),
             ("[api]\nlisten = \"0.0.0.0:8080\"\n", "api.token"),
+            ("[cluster]\nbackend = \"raft\"\n", "cluster.backend"),
+            ("[cluster]\nlease_ttl_s = \"5s\"\n", "cluster.lease_ttl_s"),
+            ("[cluster]\nnode_nam = \"a\"\n", "node_nam"),
+            ("[cluster.etcd]\nendpoint = [\"http://e:1\"]\n", "endpoint"),
+            (
+                "[cluster.etcd]\nendpoints = \"http://e:1\"\n",
+                "cluster.etcd.endpoints",
+            ),
+            ("[cluster]\nbackend = \"etcd\"\n", "cluster.etcd.endpoints"),
+            (
+                "[cluster.etcd]\nendpoints = [\"http://e:1\", \"http://e:\"]\n",
+                "cluster.etcd.endpoints[1]",
+            ),
         ] {
             let p = write(&d, body);
             let e = Config::load(&p).unwrap_err().to_string();
