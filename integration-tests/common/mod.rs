@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod diameter;
+pub mod etcd;
 pub mod promtool;
 pub mod radius;
 
