@@ -399,7 +399,7 @@ impl Provisioner {
                         self.require_profile(p)?;
                     }
                 }
-                for chunk in rows.chunks(CHUNK) {
+                for chunk in rows.chunks(self.chunk()) {
                     let mut b = Batch::new();
                     let mut staged: HashMap<Imsi, SimRecord> = HashMap::new();
                     for row in chunk {
@@ -421,6 +421,11 @@ impl Provisioner {
             }
         }
         Ok(batch)
+    }
+
+    /// SIMs per batch of a fan-out: [`CHUNK`], or less if the ledger takes less.
+    fn chunk(&self) -> usize {
+        CHUNK.min(self.store.max_batch_sims()).max(1)
     }
 
     fn require_profile(&self, name: &str) -> Result<(), ApplyError> {
@@ -507,7 +512,7 @@ impl Provisioner {
         loop {
             let imsis = self
                 .store
-                .sims_of_profile(&profile.name, after.as_ref(), CHUNK)?;
+                .sims_of_profile(&profile.name, after.as_ref(), self.chunk())?;
             let Some(last) = imsis.last().copied() else {
                 return Ok(());
             };
@@ -582,7 +587,7 @@ impl Provisioner {
         let mut after: Option<Imsi> = None;
         let mut charged = 0;
         loop {
-            let sims = self.store.scan_sims("", after.as_ref(), CHUNK)?;
+            let sims = self.store.scan_sims("", after.as_ref(), self.chunk())?;
             let Some(last) = sims.last().map(|s| s.imsi) else {
                 return Ok(charged);
             };

@@ -6,6 +6,7 @@
 pub mod diameter;
 pub mod etcd;
 pub mod promtool;
+pub mod pydiameter;
 pub mod radius;
 
 use std::net::{TcpListener, UdpSocket};

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! One file per resource, each with its routes and handlers (`sims`, `sim_list`, `import`,
-//! `events`, `profiles`, `requests`, `billing`, `values`, `openapi`); [`input`] checks what
+//! `events`, `profiles`, `requests`, `billing`, `values`, `cluster`, `openapi`); [`input`] checks what
 //! clients send, [`error`] shapes every error as JSON naming the field or parameter, [`serve`]
 //! is the HTTP shell (listener, timeouts, body sizes, token).
 //!
@@ -17,6 +17,7 @@
 //! a contract with operators' scripts: add, never rename.
 
 mod billing;
+mod cluster;
 mod error;
 mod events;
 mod import;
@@ -46,7 +47,7 @@ pub use serve::{bind, serve, ServeLimits};
 
 use crate::context::Imsi;
 use crate::provisioning::Provisioner;
-use crate::store::{LocalRead, Operation, RequestRecord, SimRecord};
+use crate::store::{Coordination, LocalRead, Operation, RequestRecord, SimRecord};
 use error::ApiResult;
 
 /// Largest JSON body accepted (beyond: 413).
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub provisioner: Arc<Provisioner>,
     /// This node's reads (what sessions here see).
     pub reads: Arc<dyn LocalRead>,
+    /// Who serves and who holds what (`GET /v1/cluster`).
+    pub coordination: Arc<dyn Coordination>,
     pub token: Option<String>,
 }
 
@@ -74,6 +77,7 @@ pub fn router(state: Shared) -> Router {
         .merge(requests::routes())
         .merge(billing::routes())
         .merge(values::routes())
+        .merge(cluster::routes())
         .merge(openapi::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),

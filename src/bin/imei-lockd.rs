@@ -21,14 +21,16 @@ use tokio::sync::watch;
 
 use imei_lockd::alerts::{AlertDelivery, Webhook};
 use imei_lockd::api;
+use imei_lockd::config::ClusterBackend;
 use imei_lockd::config::{parse_addr, Config};
 use imei_lockd::diameter::server::{DiameterReloader, DiameterService};
 use imei_lockd::engine::{Clock, Engine, SystemClock};
 use imei_lockd::provisioning::{BillingSettings, Provisioner};
 use imei_lockd::radius::server::{RadiusReloader, RadiusService};
 use imei_lockd::store::delayed::Delayed;
+use imei_lockd::store::etcd::{EtcdSettings, EtcdStore};
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
-use imei_lockd::store::{LocalRead, Store};
+use imei_lockd::store::{Coordination, LocalRead, Store};
 use imei_lockd::telemetry::ProcessMetrics;
 
 /// Exit code for configuration errors.
@@ -136,16 +138,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
     imei_lockd::telemetry::describe();
     imei_lockd::telemetry::build_info();
     register_metrics();
-    let store = RocksStore::open(
-        &cfg.node.data_dir,
-        &RocksOptions {
-            block_cache_mb: cfg.node.block_cache_mb,
-            sim_cache_entries: cfg.node.sim_cache_entries,
-        },
-    )
-    .map_err(|e| format!("cannot open store at {}: {e}", cfg.node.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    tracing::info!(data_dir = %cfg.node.data_dir.display(), "store open");
+    let store = open_store(&cfg, &rt)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock {
         offset_ms: test_clock_offset_ms(),
     });
@@ -173,6 +166,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
 
     let sized_store = store.clone();
     let api_reads: Arc<dyn LocalRead> = store.clone();
+    let api_coordination: Arc<dyn Coordination> = store.clone();
     rt.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let api_addr = parse_addr("api.listen", &cfg.api.listen).map_err(|e| e.to_string())?;
@@ -210,6 +204,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         let state = Arc::new(api::ApiState {
             provisioner: provisioner.clone(),
             reads: api_reads,
+            coordination: api_coordination,
             token,
         });
         tasks.spawn(serve_until(
@@ -283,6 +278,50 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
     store.flush().map_err(|e| format!("flushing store: {e}"))?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// The store `[cluster] backend` names: the embedded RocksDB store, or the etcd cluster store
+/// (its cache in `node.data_dir`).
+fn open_store(cfg: &Config, rt: &tokio::runtime::Runtime) -> Result<Arc<dyn Store>, String> {
+    let rocks = RocksOptions {
+        block_cache_mb: cfg.node.block_cache_mb,
+        sim_cache_entries: cfg.node.sim_cache_entries,
+    };
+    let dir = &cfg.node.data_dir;
+    match cfg.cluster.backend {
+        ClusterBackend::Embedded => {
+            let store = RocksStore::open(dir, &rocks)
+                .map_err(|e| format!("cannot open store at {}: {e}", dir.display()))?;
+            tracing::info!(data_dir = %dir.display(), "store open");
+            Ok(Arc::new(store))
+        }
+        ClusterBackend::Etcd => {
+            let e = &cfg.cluster.etcd;
+            let settings = EtcdSettings {
+                endpoints: e.endpoints.clone(),
+                prefix: e.prefix.clone(),
+                node_name: cfg.cluster.node_name.clone(),
+                lease_ttl: Duration::from_secs(cfg.cluster.lease_ttl_s),
+                connect_timeout: Duration::from_millis(e.connect_timeout_ms),
+                request_timeout: Duration::from_millis(e.request_timeout_ms),
+                credentials: e.credentials().map(|(u, p)| (u.to_owned(), p.to_owned())),
+                ca_file: e.ca_file.clone(),
+                cert_file: e.cert_file.clone(),
+                key_file: e.key_file.clone(),
+                max_txn_ops: e.max_txn_ops,
+            };
+            let store = rt
+                .block_on(EtcdStore::open(dir, &rocks, settings))
+                .map_err(|err| {
+                    format!(
+                        "cannot open the cluster store (cache {}, etcd {:?}): {err}",
+                        dir.display(),
+                        e.endpoints
+                    )
+                })?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// Registers the daemon's own series at 0: configuration reloads by result, and the API's 401

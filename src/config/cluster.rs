@@ -68,6 +68,9 @@ pub struct EtcdConfig {
     pub connect_timeout_ms: u64,
     /// One etcd request, milliseconds (100 to 60000).
     pub request_timeout_ms: u64,
+    /// Most writes in one transaction: the etcd members' `--max-txn-ops` (etcd's default 128).
+    /// Provisioning writes SIMs in chunks that fit (a third of it per chunk).
+    pub max_txn_ops: usize,
     /// PEM CA bundle for `https://` endpoints; without it the system roots are trusted.
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate (TLS client authentication); with `key_file`.
@@ -91,6 +94,7 @@ impl Default for EtcdConfig {
             prefix: "/imei-lockd".into(),
             connect_timeout_ms: 2000,
             request_timeout_ms: 2000,
+            max_txn_ops: 128,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -110,6 +114,7 @@ impl fmt::Debug for EtcdConfig {
             .field("prefix", &self.prefix)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("max_txn_ops", &self.max_txn_ops)
             .field("ca_file", &self.ca_file)
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
@@ -238,6 +243,12 @@ impl EtcdConfig {
             if !(100..=60_000).contains(&v) {
                 return Err(invalid(key, "must be 100 to 60000 milliseconds"));
             }
+        }
+        if !(3..=1_000_000).contains(&self.max_txn_ops) {
+            return Err(invalid(
+                "cluster.etcd.max_txn_ops",
+                "must be 3 to 1000000 (the etcd members' --max-txn-ops)",
+            ));
         }
         match (&self.cert_file, &self.key_file) {
             (Some(_), None) => {

@@ -147,6 +147,10 @@ impl Ledger for Delayed {
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }
+
+    fn max_batch_sims(&self) -> usize {
+        self.inner.max_batch_sims()
+    }
 }
 
 impl Coordination for Delayed {
@@ -168,6 +172,10 @@ impl Coordination for Delayed {
 
     fn applied_changed(&self) -> BoxFuture<'_, ()> {
         self.inner.applied_changed()
+    }
+
+    fn describe(&self) -> BoxFuture<'_, serde_json::Value> {
+        self.inner.describe()
     }
 }
 

@@ -233,6 +233,11 @@ pub trait Ledger: Send + Sync + 'static {
     fn next_outbox_id(&self) -> u64;
     /// Writes buffered data (last-seen) and flushes the WAL.
     fn flush(&self) -> Result<(), StoreError>;
+    /// How many SIMs a bulk writer (import, profile fan-out, month roll-over) puts in one batch
+    /// (each SIM may bring a record, an event and a charge).
+    fn max_batch_sims(&self) -> usize {
+        10_000
+    }
 }
 
 /// Work that must run on one node at a time.
@@ -274,6 +279,16 @@ pub trait Coordination: Send + Sync + 'static {
     /// store has no other node: never.
     fn applied_changed(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::pending())
+    }
+    /// The cluster as this node sees it, for `GET /v1/cluster` (JSON).
+    fn describe(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(std::future::ready(serde_json::json!({
+            "backend": "embedded",
+            "nodes": [{"name": "local", "serving": self.serving(), "applied": self.applied()}],
+            "singletons": Singleton::ALL.iter()
+                .map(|s| (s.as_str(), "local"))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        })))
     }
 }
 

@@ -277,7 +277,6 @@ async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError
     shared.applied_rev.send_replace(revision);
     shared.data_rev.store(revision, Ordering::SeqCst);
     shared.data_changed.notify_waiters();
-    shared.catch_up_to.fetch_min(revision, Ordering::SeqCst);
     shared.rebuilding.store(false, Ordering::SeqCst);
     shared.state_changed.notify_waiters();
     tracing::info!(

@@ -12,6 +12,9 @@
 //!   waits for every node whose record says serving.
 //! - Singletons: `P/lock/<name>` created if absent with the lease; the holder keeps it while its
 //!   lease lives; when the key goes, any node takes it.
+//! - Catching up: after a new lease (or a rebuild) the node publishes "not serving"; once its
+//!   cache has applied that very write (everything committed before it, under the prefix), it
+//!   publishes "serving", and serves once the cache has applied that one too.
 //! - [`write_seen`] writes buffered last-seen IMEIs once a second.
 //!
 //! This module answers no session; it only says whether this node may.
@@ -49,10 +52,10 @@ pub(super) async fn run(shared: Arc<Shared>) {
             l.id = id;
             l.valid_until = Some(sent + granted_ttl);
         }
-        // Rejoin: catch up to etcd as it is now before publishing "serving".
-        let current = current_revision(&shared).await.unwrap_or(u64::MAX);
+        // Rejoin: publish "not serving" first; once the cache has applied that publication
+        // (so everything committed before it), publish "serving" (see `publish`).
         shared.joined_at.store(0, Ordering::SeqCst);
-        shared.catch_up_to.store(current, Ordering::SeqCst);
+        shared.catch_up_to.store(u64::MAX, Ordering::SeqCst);
         shared.state_changed.notify_waiters();
         tracing::info!(
             lease = id,
@@ -203,7 +206,10 @@ pub(super) async fn publish(shared: Arc<Shared>) {
                         tracing::info!(revision, "node serving (cache caught up, lease held)");
                     }
                     if !rec.serving {
+                        // Caught up once the watch delivers this very write: the revision of
+                        // our own key is past everything committed before it.
                         shared.joined_at.store(0, Ordering::SeqCst);
+                        shared.catch_up_to.store(revision, Ordering::SeqCst);
                     }
                     last = Some((rec, lease));
                 }
@@ -251,16 +257,4 @@ pub(super) async fn write_seen(shared: Arc<Shared>) {
             }
         }
     }
-}
-
-/// etcd's current revision (a linearizable read of one key).
-async fn current_revision(shared: &Shared) -> Option<u64> {
-    let t = Instant::now();
-    let r = shared
-        .client
-        .kv_client()
-        .get(shared.layout.request_counter(), None)
-        .await;
-    observe("get", t, r.is_ok());
-    r.ok()?.header().map(|h| h.revision().max(0) as u64)
 }

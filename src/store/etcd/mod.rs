@@ -617,6 +617,10 @@ impl Ledger for EtcdStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.shared.cache.flush()
     }
+
+    fn max_batch_sims(&self) -> usize {
+        (self.shared.settings.max_txn_ops / 3).max(1)
+    }
 }
 
 impl Coordination for EtcdStore {
@@ -660,6 +664,69 @@ impl Coordination for EtcdStore {
                     return false;
                 }
             }
+        })
+    }
+
+    fn describe(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let view = self.cluster_view();
+            let mut maintenance = self.shared.client.maintenance_client();
+            let t = Instant::now();
+            let status =
+                tokio::time::timeout(self.shared.settings.request_timeout, maintenance.status())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            observe("get", t, status.is_some());
+            let members = tokio::time::timeout(
+                self.shared.settings.request_timeout,
+                self.shared.client.cluster_client().member_list(),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok);
+            let leader = status.as_ref().map(|s| s.leader());
+            let head = status
+                .as_ref()
+                .and_then(|s| s.header())
+                .map_or(0, |h| h.revision().max(0) as u64);
+            let members: Vec<serde_json::Value> = members
+                .map(|m| {
+                    m.members()
+                        .iter()
+                        .map(|m| {
+                            serde_json::json!({
+                                "id": format!("{:x}", m.id()),
+                                "name": m.name(),
+                                "client_urls": m.client_urls(),
+                                "leader": Some(m.id()) == leader,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let nodes: Vec<serde_json::Value> = view
+                .nodes
+                .iter()
+                .map(|(name, n)| {
+                    serde_json::json!({
+                        "name": name,
+                        "serving": n.serving,
+                        "applied": n.data_rev,
+                        "lag_revisions": head.saturating_sub(n.data_rev),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "backend": "etcd",
+                "node": view.node,
+                "serving": view.serving,
+                "applied_revision": view.applied_rev,
+                "etcd_revision": head,
+                "nodes": nodes,
+                "singletons": view.singletons,
+                "etcd": {"members": members, "reachable": status.is_some()},
+            })
         })
     }
 

@@ -1,0 +1,326 @@
+//! Cluster mode with real parts: three etcd members (Debian's etcd-server, started here on
+//! loopback ports) and real `imei-lockd` nodes, driven over RADIUS (raw UDP, signed like
+//! radclient), Gx and S6b (python-diameter) and the REST API.
+//!
+//! - the store conformance battery on the etcd store;
+//! - racing first sessions over three nodes and three interfaces bind exactly one IMEI;
+//! - a change reported processed on one node is in effect at once on another (no stale read);
+//! - a node killed with -9 under sessions restarts, catches up, and its cache equals etcd.
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::etcd::EtcdCluster;
+use common::radius::{access_request, authenticator, exchange, udp, SECRET};
+use common::Daemon;
+use imei_lockd::store::etcd::{EtcdSettings, EtcdStore};
+use imei_lockd::store::rocks::RocksOptions;
+
+const PCEF: &str = "pcef.localdomain";
+/// RADIUS Access-Accept / Access-Reject codes.
+const ACCEPT: u8 = 2;
+const REJECT: u8 = 3;
+
+fn unique_prefix(tag: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("/it-{tag}-{n}")
+}
+
+/// Config of node `i` of a cluster on `etcd` under `prefix`.
+fn node_toml(etcd: &EtcdCluster, prefix: &str, i: usize) -> String {
+    let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+    format!(
+        "[[diameter.peers]]\norigin_host = \"{PCEF}\"\n\
+         [cluster]\nbackend = \"etcd\"\nnode_name = \"node-{i}\"\nlease_ttl_s = 3\n\
+         [cluster.etcd]\nendpoints = [{}]\nprefix = \"{prefix}\"\n",
+        endpoints.join(", ")
+    )
+}
+
+/// `n` nodes on one prefix, each serving (its cache caught up, its lease held).
+fn nodes(etcd: &EtcdCluster, n: usize, tag: &str) -> Vec<Daemon> {
+    let prefix = unique_prefix(tag);
+    let ds: Vec<Daemon> = (0..n)
+        .map(|i| Daemon::start(&node_toml(etcd, &prefix, i)))
+        .collect();
+    for d in &ds {
+        wait_serving(d, n);
+    }
+    ds
+}
+
+/// Waits until `d` sees `n` nodes serving.
+fn wait_serving(d: &Daemon, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        let (s, v) = d.api().get("/v1/cluster");
+        if s == 200 {
+            let serving = v["nodes"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|n| n["serving"] == true).count());
+            if serving >= n && v["serving"] == true {
+                return;
+            }
+        }
+        last = v;
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "cluster not serving on {} nodes: {last}\n{}",
+        n,
+        d.log_text()
+    );
+}
+
+/// One RADIUS Access-Request to node `d`: the answer's code (None: no answer).
+fn radius(d: &Daemon, imsi: &str, imei: &str, id: u8) -> Option<u8> {
+    let s = udp("127.0.0.1:0", Duration::from_secs(2));
+    let pkt = access_request(id, authenticator(id), imsi, Some(imei), SECRET, true);
+    exchange(&s, d.ports.radius_auth, &pkt).and_then(|a| a.first().copied())
+}
+
+/// A 14-digit TAC+SNR with its Luhn check digit (the 15-digit IMEI S6b carries).
+fn with_check_digit(tac_snr: &str) -> String {
+    let sum: u32 = tac_snr
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 {
+                let x = d * 2;
+                x / 10 + x % 10
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{tac_snr}{}", (10 - sum % 10) % 10)
+}
+
+#[test]
+fn store_conformance_on_etcd() {
+    let etcd = EtcdCluster::start(3);
+    let endpoints = etcd.endpoints();
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
+    let dirs = std::sync::Mutex::new(Vec::new());
+    let handle = rt.handle().clone();
+    let fresh = move || -> Box<dyn imei_lockd::store::Store> {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = EtcdSettings {
+            endpoints: endpoints.clone(),
+            prefix: unique_prefix("conformance"),
+            node_name: "conformance".into(),
+            lease_ttl: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+            credentials: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            max_txn_ops: 128,
+        };
+        let path = dir.path().to_path_buf();
+        dirs.lock().unwrap().push(dir);
+        let store = handle.block_on(async {
+            let s = EtcdStore::open(&path, &RocksOptions::default(), settings)
+                .await
+                .unwrap();
+            assert!(s.wait_serving(Duration::from_secs(15)).await, "not serving");
+            s
+        });
+        Box::new(store)
+    };
+    // The battery blocks on ledger futures: run it on the runtime's blocking pool.
+    rt.block_on(async move {
+        tokio::task::spawn_blocking(move || imei_lockd::store::conformance::run_all(&fresh))
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn racing_first_sessions_on_three_nodes_bind_one_imei() {
+    let etcd = EtcdCluster::start(3);
+    let ds = nodes(&etcd, 3, "race");
+    let imsi = "001010000000501";
+    ds[0]
+        .api()
+        .put_sim(imsi, json!({"imei_management": "lock"}));
+    // 30 first sessions, 10 devices per node and interface, all at once: RADIUS on node 0,
+    // Gx on node 1, S6b on node 2.
+    let imeis: Vec<String> = (0..30)
+        .map(|i| format!("35209900{:06}01", 100 + i))
+        .collect();
+    let mut radius_threads = Vec::new();
+    for (i, imei) in imeis.iter().take(10).enumerate() {
+        let imei = imei.clone();
+        let port = ds[0].ports.radius_auth;
+        radius_threads.push(thread::spawn(move || {
+            let s = udp("127.0.0.1:0", Duration::from_secs(3));
+            let pkt = access_request(
+                i as u8,
+                authenticator(i as u8),
+                imsi,
+                Some(&imei),
+                SECRET,
+                true,
+            );
+            (
+                imei,
+                exchange(&s, port, &pkt).and_then(|a| a.first().copied()),
+            )
+        }));
+    }
+    let gx_steps: Vec<Value> = std::iter::once(json!({"op": "cer"}))
+        .chain((10..20).map(|i| json!({"op": "ccr", "type": 1, "imsi": imsi, "imei": imeis[i]})))
+        .collect();
+    let s6b_steps: Vec<Value> = std::iter::once(json!({"op": "cer"}))
+        .chain((20..30).map(|i| {
+            json!({"op": "aar", "imsi": imsi, "imei": with_check_digit(&imeis[i][..14]), "sv": "01"})
+        }))
+        .collect();
+    let gx = common::pydiameter::spawn_client(ds[1].ports.diameter, PCEF, json!(gx_steps));
+    let s6b = common::pydiameter::spawn_client(ds[2].ports.diameter, PCEF, json!(s6b_steps));
+    let mut accepted: Vec<String> = Vec::new();
+    let mut answered = 0;
+    for t in radius_threads {
+        let (imei, code) = t.join().unwrap();
+        match code {
+            Some(ACCEPT) => accepted.push(imei[..14].to_owned()),
+            Some(REJECT) => {}
+            other => panic!("RADIUS answer {other:?} for {imei}"),
+        }
+        answered += 1;
+    }
+    for (results, first) in [
+        (common::pydiameter::finish(gx), 10),
+        (common::pydiameter::finish(s6b), 20),
+    ] {
+        for (k, r) in results[1..].iter().enumerate() {
+            let code = r["result_code"]
+                .as_u64()
+                .or(r["experimental_result"].as_u64());
+            match code {
+                Some(2001) => accepted.push(imeis[first + k][..14].to_owned()),
+                Some(5003) | Some(5420) | Some(5030) => {}
+                other => panic!("Diameter answer {other:?}: {r}"),
+            }
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 30);
+    accepted.dedup();
+    assert_eq!(
+        accepted.len(),
+        1,
+        "exactly one device accepted: {accepted:?}"
+    );
+    let bound = accepted[0].clone();
+    for d in &ds {
+        assert_eq!(
+            d.api().sim(imsi)["bound_imei"],
+            bound,
+            "every node sees one binding"
+        );
+    }
+    // A retransmission-like repeat to another node never flips the decision.
+    for (i, d) in ds.iter().enumerate() {
+        let again = radius(d, imsi, &format!("{bound}01"), 200 + i as u8);
+        assert_eq!(again, Some(ACCEPT), "bound device on node {i}");
+        let other = radius(d, imsi, &imeis[29], 210 + i as u8);
+        let other_bound = imeis[29][..14] == bound;
+        assert_eq!(other, Some(if other_bound { ACCEPT } else { REJECT }));
+    }
+}
+
+#[test]
+fn a_change_processed_on_one_node_is_in_effect_on_another_at_once() {
+    let etcd = EtcdCluster::start(3);
+    let ds = nodes(&etcd, 3, "visibility");
+    let imsi = "001010000000601";
+    let bound = "35209900176148";
+    let other = "4901542032375101";
+    ds[0]
+        .api()
+        .put_sim(imsi, json!({"imei_management": "lock"}));
+    assert_eq!(radius(&ds[1], imsi, &format!("{bound}23"), 1), Some(ACCEPT));
+    let mut stale = 0;
+    let rounds = 100;
+    let mut latencies = Vec::new();
+    for round in 0..rounds {
+        let value = if round % 2 == 0 { "disabled" } else { "lock" };
+        let t = Instant::now();
+        ds[0].api().set_value(imsi, Some(value));
+        latencies.push(t.elapsed());
+        // At once, on another node: another device is accepted exactly when disabled.
+        let node = &ds[1 + round % 2];
+        let code = radius(node, imsi, other, (round % 250) as u8);
+        let want = if value == "disabled" { ACCEPT } else { REJECT };
+        if code != Some(want) {
+            stale += 1;
+            eprintln!(
+                "round {round}: {value} answered {code:?} on node {}",
+                1 + round % 2
+            );
+        }
+    }
+    latencies.sort();
+    eprintln!(
+        "processed (202 → processed on every node): p50 {:?}, p99 {:?}",
+        latencies[rounds / 2],
+        latencies[rounds * 99 / 100]
+    );
+    assert_eq!(
+        stale, 0,
+        "sessions answered from state older than a processed request"
+    );
+}
+
+#[test]
+fn a_node_killed_under_sessions_restarts_and_catches_up() {
+    let etcd = EtcdCluster::start(3);
+    let mut ds = nodes(&etcd, 2, "kill");
+    let imsis: Vec<String> = (0..20).map(|i| format!("0010100000007{i:02}")).collect();
+    ds[0].api().import_locked(imsis.clone());
+    // Bind half of them through node 1, then kill it mid-way and keep binding through node 0.
+    for (i, imsi) in imsis.iter().enumerate().take(10) {
+        assert_eq!(
+            radius(&ds[1], imsi, &format!("3520990017{i:04}01"), i as u8),
+            Some(ACCEPT)
+        );
+    }
+    ds[1].kill9();
+    for (i, imsi) in imsis.iter().enumerate().skip(10) {
+        assert_eq!(
+            radius(&ds[0], imsi, &format!("3520990017{i:04}01"), i as u8),
+            Some(ACCEPT)
+        );
+    }
+    ds[0].api().set_value(&imsis[0], Some("disabled"));
+    ds[1].spawn();
+    wait_serving(&ds[1], 2);
+    for (i, imsi) in imsis.iter().enumerate() {
+        let sim = ds[1].api().sim(imsi);
+        assert_eq!(sim["bound_imei"], format!("3520990017{i:04}"), "{sim}");
+    }
+    assert_eq!(ds[1].api().sim(&imsis[0])["effective"], "disabled");
+    // Another device: rejected on the restarted node for a locked SIM.
+    assert_eq!(
+        radius(&ds[1], &imsis[5], "4901542032375101", 77),
+        Some(REJECT)
+    );
+}
