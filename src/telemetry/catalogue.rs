@@ -49,6 +49,36 @@ pub const BUILD_INFO: &str = "imei_lockd_build_info";
 /// Every `imei_lockd_*` family. The process metrics (`process_*`) are described by
 /// [`metrics_process`], see [`crate::telemetry::ProcessMetrics`].
 pub const FAMILIES: &[Family] = &[
+    // Cluster store (src/store/etcd/): present with cluster.backend = "etcd" only.
+    family(
+        "imei_lockd_etcd_request_duration_seconds",
+        Histogram,
+        SECONDS,
+        "Time of each etcd request by operation (txn, get, put, lease); failures also count in \
+         imei_lockd_store_errors_total{kind=\"backend\"}.",
+    ),
+    family(
+        "imei_lockd_cache_rebuilds_total",
+        Counter,
+        COUNT,
+        "Rebuilds of this node's cache from one consistent etcd read, by reason: start (no \
+         position), compacted (etcd compacted past the position), gap (a watch event did not \
+         continue the cached revision).",
+    ),
+    family(
+        "imei_lockd_cluster_applied_revision",
+        Gauge,
+        None,
+        "The etcd revision this node's cache has applied; compare across nodes (and with \
+         etcd's) for watch lag.",
+    ),
+    family(
+        "imei_lockd_cluster_serving",
+        Gauge,
+        None,
+        "1 while this node answers sessions (lease valid, cache caught up), 0 while it does not \
+         (RADIUS unanswered, Diameter 3004).",
+    ),
     // Engine (src/engine.rs).
     family(
         "imei_lockd_decisions_total",

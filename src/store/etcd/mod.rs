@@ -293,7 +293,6 @@ fn register_metrics() {
         metrics::counter!("imei_lockd_cache_rebuilds_total", "reason" => outcome).increment(0);
     }
     metrics::gauge!("imei_lockd_cluster_applied_revision").set(0.0);
-    metrics::gauge!("imei_lockd_cluster_watch_lag_seconds").set(0.0);
     metrics::gauge!("imei_lockd_cluster_serving").set(0.0);
 }
 
