@@ -11,9 +11,8 @@ use std::sync::atomic::Ordering;
 
 use rocksdb::WriteBatch;
 
-use super::CF_SIMS;
 use super::{backend, write_opts, RocksStore, ALL_CFS};
-use super::{CF_BILLING, CF_EVENTS, CF_MEMBERS, CF_META, CF_OUTBOX, CF_PROFILES, CF_REQUESTS};
+use super::{CF_BILLING, CF_EVENTS, CF_META, CF_OUTBOX, CF_PROFILES, CF_REQUESTS};
 use crate::context::Imsi;
 use crate::imei::Imei;
 use crate::store::{encoding, keys, Charge, Durability, Event, LocalRead, Millis, OutboxEntry};
@@ -89,35 +88,12 @@ impl RocksStore {
             match change {
                 Change::PutSim(mut sim) => {
                     let current = self.current(&sims_after, &sim.imsi)?;
-                    if let Some(cur) = &current {
-                        if cur.last_seen_at > sim.last_seen_at {
-                            sim.last_seen = cur.last_seen;
-                            sim.last_seen_at = cur.last_seen_at;
-                        }
-                    }
-                    let old_profile = current.as_ref().and_then(|c| c.profile.clone());
-                    if old_profile != sim.profile {
-                        let members = inner.cf(CF_MEMBERS)?;
-                        if let Some(p) = &old_profile {
-                            wb.delete_cf(&members, keys::member(p, &sim.imsi));
-                        }
-                        if let Some(p) = &sim.profile {
-                            wb.put_cf(&members, keys::member(p, &sim.imsi), []);
-                        }
-                    }
-                    wb.put_cf(
-                        &inner.cf(CF_SIMS)?,
-                        sim.imsi.as_bytes(),
-                        encoding::encode(&sim),
-                    );
+                    inner.stage_put_sim(&mut wb, current.as_ref(), &mut sim)?;
                     sims_after.push((sim.imsi, Some(sim)));
                 }
                 Change::DeleteSim(imsi) => {
                     let current = self.current(&sims_after, &imsi)?;
-                    if let Some(p) = current.as_ref().and_then(|c| c.profile.as_ref()) {
-                        wb.delete_cf(&inner.cf(CF_MEMBERS)?, keys::member(p, &imsi));
-                    }
-                    wb.delete_cf(&inner.cf(CF_SIMS)?, imsi.as_bytes());
+                    inner.stage_delete_sim(&mut wb, current.as_ref(), &imsi)?;
                     sims_after.push((imsi, None));
                 }
                 Change::PutProfile(p) => {

@@ -45,8 +45,6 @@ impl RocksStore {
             return Ok(Commit::Conflict);
         }
 
-        let sims = inner.cf(CF_SIMS)?;
-        let members = inner.cf(CF_MEMBERS)?;
         let mut wb = WriteBatch::default();
         let mut profiles_changed = Vec::new();
         // Within one batch a SIM may appear twice (import): later ops see earlier ones.
@@ -65,23 +63,7 @@ impl RocksStore {
                     if current_rev != expect_rev {
                         return Ok(Commit::Conflict);
                     }
-                    if let Some(cur) = &current {
-                        // Never move last-seen backwards (the flusher may have written newer).
-                        if cur.last_seen_at > sim.last_seen_at {
-                            sim.last_seen = cur.last_seen;
-                            sim.last_seen_at = cur.last_seen_at;
-                        }
-                    }
-                    let old_profile = current.as_ref().and_then(|c| c.profile.clone());
-                    if old_profile != sim.profile {
-                        if let Some(p) = &old_profile {
-                            wb.delete_cf(&members, keys::member(p, &sim.imsi));
-                        }
-                        if let Some(p) = &sim.profile {
-                            wb.put_cf(&members, keys::member(p, &sim.imsi), []);
-                        }
-                    }
-                    wb.put_cf(&sims, sim.imsi.as_bytes(), encoding::encode(&sim));
+                    inner.stage_put_sim(&mut wb, current.as_ref(), &mut sim)?;
                     pending.insert(sim.imsi, Some(sim));
                 }
                 Op::DeleteSim { imsi, expect_rev } => {
@@ -92,10 +74,7 @@ impl RocksStore {
                     if current.as_ref().map_or(0, |c| c.rev) != expect_rev {
                         return Ok(Commit::Conflict);
                     }
-                    if let Some(p) = current.as_ref().and_then(|c| c.profile.as_ref()) {
-                        wb.delete_cf(&members, keys::member(p, &imsi));
-                    }
-                    wb.delete_cf(&sims, imsi.as_bytes());
+                    inner.stage_delete_sim(&mut wb, current.as_ref(), &imsi)?;
                     pending.insert(imsi, None);
                 }
                 Op::PutProfile(p) => {
@@ -176,6 +155,55 @@ impl RocksStore {
             .map_err(backend)?;
         inner.next_request.store(seq + 1, Ordering::SeqCst);
         Ok(rec)
+    }
+}
+
+impl super::Inner {
+    /// Stages `sim` over `current` (as stored or staged): never moves last-seen backwards (the
+    /// flusher, or another node's sighting, may have recorded a newer one) and moves the SIM in
+    /// the profile member index. Shared by the checked write and the replicated one.
+    pub(super) fn stage_put_sim(
+        &self,
+        wb: &mut WriteBatch,
+        current: Option<&SimRecord>,
+        sim: &mut SimRecord,
+    ) -> Result<(), StoreError> {
+        if let Some(cur) = current {
+            if cur.last_seen_at > sim.last_seen_at {
+                sim.last_seen = cur.last_seen;
+                sim.last_seen_at = cur.last_seen_at;
+            }
+        }
+        let old_profile = current.and_then(|c| c.profile.as_ref());
+        if old_profile != sim.profile.as_ref() {
+            let members = self.cf(CF_MEMBERS)?;
+            if let Some(p) = old_profile {
+                wb.delete_cf(&members, keys::member(p, &sim.imsi));
+            }
+            if let Some(p) = &sim.profile {
+                wb.put_cf(&members, keys::member(p, &sim.imsi), []);
+            }
+        }
+        wb.put_cf(
+            &self.cf(CF_SIMS)?,
+            sim.imsi.as_bytes(),
+            encoding::encode(&*sim),
+        );
+        Ok(())
+    }
+
+    /// Stages the deletion of SIM `imsi`, `current` as stored or staged, with its index entry.
+    pub(super) fn stage_delete_sim(
+        &self,
+        wb: &mut WriteBatch,
+        current: Option<&SimRecord>,
+        imsi: &Imsi,
+    ) -> Result<(), StoreError> {
+        if let Some(p) = current.and_then(|c| c.profile.as_ref()) {
+            wb.delete_cf(&self.cf(CF_MEMBERS)?, keys::member(p, imsi));
+        }
+        wb.delete_cf(&self.cf(CF_SIMS)?, imsi.as_bytes());
+        Ok(())
     }
 }
 
