@@ -4,7 +4,8 @@
 //!
 //! - the store conformance battery on the etcd store;
 //! - racing first sessions over three nodes and three interfaces bind exactly one IMEI;
-//! - a change reported processed on one node is in effect at once on another (no stale read);
+//! - a change reported processed on one node is in effect at once on another (no stale read), 200
+//!   times;
 //! - a node killed with -9 under sessions restarts, catches up, and its cache equals etcd.
 
 mod common;
@@ -17,93 +18,11 @@ use serde_json::{json, Value};
 
 use common::etcd::EtcdCluster;
 use common::radius::{access_request, authenticator, exchange, udp, SECRET};
-use common::Daemon;
 use imei_lockd::store::etcd::{EtcdSettings, EtcdStore};
 use imei_lockd::store::rocks::RocksOptions;
 
-const PCEF: &str = "pcef.localdomain";
-/// RADIUS Access-Accept / Access-Reject codes.
-const ACCEPT: u8 = 2;
-const REJECT: u8 = 3;
-
-fn unique_prefix(tag: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("/it-{tag}-{n}")
-}
-
-/// Config of node `i` of a cluster on `etcd` under `prefix`.
-fn node_toml(etcd: &EtcdCluster, prefix: &str, i: usize) -> String {
-    let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
-    format!(
-        "[[diameter.peers]]\norigin_host = \"{PCEF}\"\n\
-         [cluster]\nbackend = \"etcd\"\nnode_name = \"node-{i}\"\nlease_ttl_s = 3\n\
-         [cluster.etcd]\nendpoints = [{}]\nprefix = \"{prefix}\"\n",
-        endpoints.join(", ")
-    )
-}
-
-/// `n` nodes on one prefix, each serving (its cache caught up, its lease held).
-fn nodes(etcd: &EtcdCluster, n: usize, tag: &str) -> Vec<Daemon> {
-    let prefix = unique_prefix(tag);
-    let ds: Vec<Daemon> = (0..n)
-        .map(|i| Daemon::start(&node_toml(etcd, &prefix, i)))
-        .collect();
-    for d in &ds {
-        wait_serving(d, n);
-    }
-    ds
-}
-
-/// Waits until `d` sees `n` nodes serving.
-fn wait_serving(d: &Daemon, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        let (s, v) = d.api().get("/v1/cluster");
-        if s == 200 {
-            let serving = v["nodes"]
-                .as_array()
-                .map_or(0, |a| a.iter().filter(|n| n["serving"] == true).count());
-            if serving >= n && v["serving"] == true {
-                return;
-            }
-        }
-        last = v;
-        thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "cluster not serving on {} nodes: {last}\n{}",
-        n,
-        d.log_text()
-    );
-}
-
-/// One RADIUS Access-Request to node `d`: the answer's code (None: no answer).
-fn radius(d: &Daemon, imsi: &str, imei: &str, id: u8) -> Option<u8> {
-    let s = udp("127.0.0.1:0", Duration::from_secs(2));
-    let pkt = access_request(id, authenticator(id), imsi, Some(imei), SECRET, true);
-    exchange(&s, d.ports.radius_auth, &pkt).and_then(|a| a.first().copied())
-}
-
-/// A 14-digit TAC+SNR with its Luhn check digit (the 15-digit IMEI S6b carries).
-fn with_check_digit(tac_snr: &str) -> String {
-    let sum: u32 = tac_snr
-        .bytes()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 1 {
-                let x = d * 2;
-                x / 10 + x % 10
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{tac_snr}{}", (10 - sum % 10) % 10)
-}
+use common::cluster::{nodes, radius, unique_prefix, wait_serving, with_check_digit};
+use common::cluster::{ACCEPT, PCEF, REJECT};
 
 #[test]
 fn store_conformance_on_etcd() {
@@ -126,12 +45,7 @@ fn store_conformance_on_etcd() {
             node_name: "conformance".into(),
             lease_ttl: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(2),
-            credentials: None,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            max_txn_ops: 128,
+            ..EtcdSettings::default()
         };
         let path = dir.path().to_path_buf();
         dirs.lock().unwrap().push(dir);
@@ -259,7 +173,7 @@ fn a_change_processed_on_one_node_is_in_effect_on_another_at_once() {
         .put_sim(imsi, json!({"imei_management": "lock"}));
     assert_eq!(radius(&ds[1], imsi, &format!("{bound}23"), 1), Some(ACCEPT));
     let mut stale = 0;
-    let rounds = 100;
+    let rounds = 200;
     let mut latencies = Vec::new();
     for round in 0..rounds {
         let value = if round % 2 == 0 { "disabled" } else { "lock" };
@@ -296,18 +210,45 @@ fn a_node_killed_under_sessions_restarts_and_catches_up() {
     let mut ds = nodes(&etcd, 2, "kill");
     let imsis: Vec<String> = (0..20).map(|i| format!("0010100000007{i:02}")).collect();
     ds[0].api().import_locked(imsis.clone());
-    // Bind half of them through node 1, then kill it mid-way and keep binding through node 0.
-    for (i, imsi) in imsis.iter().enumerate().take(10) {
-        assert_eq!(
-            radius(&ds[1], imsi, &format!("3520990017{i:04}01"), i as u8),
-            Some(ACCEPT)
-        );
-    }
+    let device = |i: usize| format!("3520990017{i:04}");
+    // First sessions for the first half hammer node 1 from a thread while it is killed.
+    let port = ds[1].ports.radius_auth;
+    let first_half: Vec<String> = imsis[..10].to_vec();
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = killed.clone();
+    let load = thread::spawn(move || {
+        let s = udp("127.0.0.1:0", Duration::from_millis(300));
+        let mut answered = 0;
+        let mut round = 0u8;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            round = round.wrapping_add(1);
+            for (i, imsi) in first_half.iter().enumerate() {
+                let id = round.wrapping_mul(10).wrapping_add(i as u8);
+                let imei = format!("{}01", device(i));
+                let pkt = access_request(id, authenticator(id), imsi, Some(&imei), SECRET, true);
+                match exchange(&s, port, &pkt).and_then(|a| a.first().copied()) {
+                    Some(ACCEPT) => answered += 1,
+                    Some(other) => panic!("node 1 answered {other} for {imsi}"),
+                    None => {}
+                }
+            }
+        }
+        answered
+    });
+    thread::sleep(Duration::from_millis(400));
     ds[1].kill9();
-    for (i, imsi) in imsis.iter().enumerate().skip(10) {
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answered_before_kill = load.join().unwrap();
+    assert!(
+        answered_before_kill > 0,
+        "node 1 answered nothing before the kill"
+    );
+    // Every SIM (bound through node 1 or not yet) is accepted from its device through node 0.
+    for (i, imsi) in imsis.iter().enumerate() {
         assert_eq!(
-            radius(&ds[0], imsi, &format!("3520990017{i:04}01"), i as u8),
-            Some(ACCEPT)
+            radius(&ds[0], imsi, &format!("{}01", device(i)), i as u8),
+            Some(ACCEPT),
+            "{imsi}"
         );
     }
     ds[0].api().set_value(&imsis[0], Some("disabled"));
@@ -315,7 +256,7 @@ fn a_node_killed_under_sessions_restarts_and_catches_up() {
     wait_serving(&ds[1], 2);
     for (i, imsi) in imsis.iter().enumerate() {
         let sim = ds[1].api().sim(imsi);
-        assert_eq!(sim["bound_imei"], format!("3520990017{i:04}"), "{sim}");
+        assert_eq!(sim["bound_imei"], device(i), "{sim}");
     }
     assert_eq!(ds[1].api().sim(&imsis[0])["effective"], "disabled");
     // Another device: rejected on the restarted node for a locked SIM.
@@ -323,4 +264,8 @@ fn a_node_killed_under_sessions_restarts_and_catches_up() {
         radius(&ds[1], &imsis[5], "4901542032375101", 77),
         Some(REJECT)
     );
+    // Both caches equal a read of etcd at the revision each has applied.
+    for d in &ds {
+        common::cluster::assert_cache_equals_etcd(d);
+    }
 }

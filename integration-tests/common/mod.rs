@@ -3,11 +3,13 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod diameter;
 pub mod etcd;
 pub mod promtool;
 pub mod pydiameter;
 pub mod radius;
+pub mod webhook;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -309,6 +309,10 @@ fn open_store(cfg: &Config, rt: &tokio::runtime::Runtime) -> Result<Arc<dyn Stor
                 cert_file: e.cert_file.clone(),
                 key_file: e.key_file.clone(),
                 max_txn_ops: e.max_txn_ops,
+                max_lag: Duration::from_millis(cfg.cluster.max_lag_ms),
+                event_retention: Duration::from_secs(
+                    cfg.cluster.event_retention_days.saturating_mul(86_400),
+                ),
             };
             let store = rt
                 .block_on(EtcdStore::open(dir, &rocks, settings))

@@ -37,6 +37,9 @@ pub struct ClusterConfig {
     /// How long a node may be cut off from etcd before it stops serving sessions and the others
     /// no longer wait for it, seconds (2 to 60).
     pub lease_ttl_s: u64,
+    /// How far behind a change another node may stay before the node waiting for it revokes
+    /// its lease (it stops serving until it has caught up), milliseconds (100 to 60000).
+    pub max_lag_ms: u64,
     /// How long events are kept in etcd, per SIM, days (1 to 3650).
     pub event_retention_days: u64,
     pub etcd: EtcdConfig,
@@ -48,6 +51,7 @@ impl Default for ClusterConfig {
             backend: ClusterBackend::Embedded,
             node_name: default_node_name(),
             lease_ttl_s: 5,
+            max_lag_ms: 1000,
             event_retention_days: 90,
             etcd: EtcdConfig::default(),
         }
@@ -182,6 +186,12 @@ impl ClusterConfig {
         }
         if !(2..=60).contains(&self.lease_ttl_s) {
             return Err(invalid("cluster.lease_ttl_s", "must be 2 to 60 seconds"));
+        }
+        if !(100..=60_000).contains(&self.max_lag_ms) {
+            return Err(invalid(
+                "cluster.max_lag_ms",
+                "must be 100 to 60000 milliseconds",
+            ));
         }
         if !(1..=3650).contains(&self.event_retention_days) {
             return Err(invalid(
@@ -540,6 +550,10 @@ mod tests {
             c.event_retention_days = days;
             assert_eq!(c.validate().is_ok(), ok, "{days}");
         }
+        refused("cluster.max_lag_ms", "100 to 60000", |c| c.max_lag_ms = 99);
+        refused("cluster.max_lag_ms", "100 to 60000", |c| {
+            c.max_lag_ms = 60_001
+        });
         refused("cluster.event_retention_days", "1 to 3650", |c| {
             c.event_retention_days = 0;
         });

@@ -290,6 +290,11 @@ pub trait Coordination: Send + Sync + 'static {
                 .collect::<std::collections::BTreeMap<_, _>>(),
         })))
     }
+    /// Compares this node's cache with the source of truth at one revision
+    /// (`POST /v1/cluster/verify`, JSON). `None`: there is no separate cache (embedded store).
+    fn verify_cache(&self) -> BoxFuture<'_, Option<Result<serde_json::Value, StoreError>>> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 /// A boxed future that yields a plain value.

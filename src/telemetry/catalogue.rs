@@ -66,6 +66,22 @@ pub const FAMILIES: &[Family] = &[
          continue the cached revision).",
     ),
     family(
+        "imei_lockd_cluster_evictions_total",
+        Counter,
+        COUNT,
+        "Leases of other nodes this node revoked because they stayed behind a processed change \
+         for longer than cluster.max_lag_ms while saying they serve (they stop serving until \
+         caught up).",
+    ),
+    family(
+        "imei_lockd_cache_verifications_total",
+        Counter,
+        COUNT,
+        "Comparisons of this node's cache with a read of etcd at the same revision \
+         (POST /v1/cluster/verify), by result: equal or different (a bug: the log names the \
+         record families that differ).",
+    ),
+    family(
         "imei_lockd_cluster_applied_revision",
         Gauge,
         None,

@@ -23,6 +23,7 @@ use super::layout::{Layout, Parsed};
 use super::{etcd_err, observe, Shared, POSITION_KEY};
 use crate::context::Imsi;
 use crate::store::rocks::replica::Change;
+use crate::store::rocks::RocksStore;
 use crate::store::{LocalRead, StoreError};
 
 /// Keys per page of a rebuild read.
@@ -139,7 +140,9 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
                     data = Some(rev);
                     changes.push(change);
                 }
-                Ok(Parsed::Node(name, rec)) => node_changed(shared, name, rec),
+                Ok(Parsed::Node(name, rec)) => {
+                    node_changed(shared, name, rec.map(|r| with_lease(r, kv.lease())));
+                }
                 Ok(Parsed::Lock(name, holder)) => lock_changed(shared, name, holder),
                 Ok(Parsed::Other) => {}
                 Err(e) => {
@@ -158,6 +161,11 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
         advance(shared, position, data);
     }
     Ok(Stop::Resume)
+}
+
+fn with_lease(mut rec: super::NodeRecord, lease: i64) -> super::NodeRecord {
+    rec.lease = lease;
+    rec
 }
 
 fn sim_of(change: &Change) -> Option<Imsi> {
@@ -215,17 +223,70 @@ async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError
     shared.joined_at.store(0, Ordering::SeqCst);
     shared.state_changed.notify_waiters();
     metrics::counter!("imei_lockd_cache_rebuilds_total", "reason" => reason).increment(1);
-    let root = shared.layout.root();
-    let end = Layout::range_end(&root);
-    let mut kv = shared.client.kv_client();
     // Position 0 until the read is complete: a crash mid-way rebuilds again.
     shared.cache.clear()?;
     shared.cache.apply_changes(Vec::new(), POSITION_KEY, 0)?;
-    let mut revision = 0i64;
+    let read = read_at(shared, 0, &shared.cache).await?;
+    shared.nodes.write().clear();
+    shared.locks.write().clear();
+    for (n, r) in read.nodes {
+        node_changed(shared, n, r);
+    }
+    for (n, h) in read.locks {
+        lock_changed(shared, n, h);
+    }
+    let revision = read.revision;
+    shared
+        .cache
+        .apply_changes(Vec::new(), POSITION_KEY, revision)?;
+    // The cache may now be *behind* what the applied-revision channel said (never ahead of
+    // etcd): reset both to the rebuild's revision.
+    shared.applied_rev.send_replace(revision);
+    shared.data_rev.store(revision, Ordering::SeqCst);
+    shared.data_changed.notify_waiters();
+    shared.rebuilding.store(false, Ordering::SeqCst);
+    shared.state_changed.notify_waiters();
+    tracing::info!(
+        reason,
+        revision,
+        keys = read.keys,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "cache rebuilt from etcd"
+    );
+    Ok(())
+}
+
+/// What [`read_at`] found besides the data it wrote.
+pub(super) struct Read {
+    /// The revision read at.
+    pub revision: u64,
+    pub keys: u64,
+    pub nodes: Vec<(String, Option<super::NodeRecord>)>,
+    pub locks: Vec<(String, Option<String>)>,
+}
+
+/// Reads everything under the prefix at `revision` (0: the current one, fixed by the first
+/// page), page by page, applying the data into `target` (at position 0: the caller sets the
+/// position once the read is complete).
+///
+/// # Errors
+/// etcd errors (a compacted `revision` among them) and RocksDB errors of `target`.
+pub(super) async fn read_at(
+    shared: &Shared,
+    revision: u64,
+    target: &RocksStore,
+) -> Result<Read, StoreError> {
+    let root = shared.layout.root();
+    let end = Layout::range_end(&root);
+    let mut kv = shared.client.kv_client();
+    let mut revision = i64::try_from(revision).unwrap_or(i64::MAX);
     let mut start = root.clone();
-    let mut keys = 0u64;
-    let mut nodes = Vec::new();
-    let mut locks = Vec::new();
+    let mut read = Read {
+        revision: 0,
+        keys: 0,
+        nodes: Vec::new(),
+        locks: Vec::new(),
+    };
     loop {
         let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
         if revision > 0 {
@@ -240,19 +301,21 @@ async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError
         }
         let mut changes = Vec::with_capacity(page.kvs().len());
         for item in page.kvs() {
-            keys += 1;
+            read.keys += 1;
             match shared
                 .layout
                 .parse(item.key(), Some(item.value()), item.mod_revision())
             {
                 Ok(Parsed::Data(c)) => changes.push(c),
-                Ok(Parsed::Node(n, r)) => nodes.push((n, r)),
-                Ok(Parsed::Lock(n, h)) => locks.push((n, h)),
+                Ok(Parsed::Node(n, r)) => {
+                    read.nodes.push((n, r.map(|r| with_lease(r, item.lease()))));
+                }
+                Ok(Parsed::Lock(n, h)) => read.locks.push((n, h)),
                 Ok(Parsed::Other) => {}
                 Err(e) => tracing::error!(error = %e, "unreadable value in etcd; skipped"),
             }
         }
-        shared.cache.apply_changes(changes, POSITION_KEY, 0)?;
+        target.apply_changes(changes, POSITION_KEY, 0)?;
         let Some(last) = page.kvs().last() else { break };
         start = last.key().to_vec();
         start.push(0);
@@ -260,31 +323,6 @@ async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError
             break;
         }
     }
-    let revision = revision.max(0) as u64;
-    shared.nodes.write().clear();
-    shared.locks.write().clear();
-    for (n, r) in nodes {
-        node_changed(shared, n, r);
-    }
-    for (n, h) in locks {
-        lock_changed(shared, n, h);
-    }
-    shared
-        .cache
-        .apply_changes(Vec::new(), POSITION_KEY, revision)?;
-    // The cache may now be *behind* what the applied-revision channel said (never ahead of
-    // etcd): reset both to the rebuild's revision.
-    shared.applied_rev.send_replace(revision);
-    shared.data_rev.store(revision, Ordering::SeqCst);
-    shared.data_changed.notify_waiters();
-    shared.rebuilding.store(false, Ordering::SeqCst);
-    shared.state_changed.notify_waiters();
-    tracing::info!(
-        reason,
-        revision,
-        keys,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "cache rebuilt from etcd"
-    );
-    Ok(())
+    read.revision = revision.max(0) as u64;
+    Ok(read)
 }

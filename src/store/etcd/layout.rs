@@ -31,6 +31,9 @@ pub struct NodeRecord {
     pub data_rev: u64,
     /// Whether it answers sessions.
     pub serving: bool,
+    /// The lease the record is attached to (etcd's, not in the JSON; 0 when not known).
+    #[serde(skip)]
+    pub lease: i64,
 }
 
 /// What one key under the prefix is.

@@ -183,6 +183,7 @@ pub(super) async fn publish(shared: Arc<Shared>) {
         let rec = NodeRecord {
             data_rev: shared.data_rev.load(Ordering::SeqCst),
             serving: serving_wanted,
+            lease,
         };
         if lease != 0 && last.as_ref() != Some(&(rec.clone(), lease)) {
             let body = serde_json::to_vec(&rec).unwrap_or_default();

@@ -17,9 +17,12 @@
 //! operator runs etcd with `--auto-compaction-retention`; the cache survives compaction by
 //! rebuilding).
 
+mod coordination;
 mod follow;
 pub mod layout;
 mod lease;
+mod verify;
+pub use verify::{FamilyCheck, Verification};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -33,9 +36,9 @@ use tokio::sync::{watch, Notify};
 
 use super::rocks::{RocksOptions, RocksStore};
 use super::{
-    encoding, Batch, BoxFuture, Charge, Commit, Coordination, Durability, Event, Ledger,
-    LedgerFuture, LocalRead, Millis, Op, Operation, OutboxEntry, ProfileRecord, RequestRecord,
-    RequestStatus, SimRecord, Singleton, StoreCounts, StoreError,
+    encoding, Batch, Charge, Commit, Durability, Event, Ledger, LedgerFuture, LocalRead, Millis,
+    Op, Operation, OutboxEntry, ProfileRecord, RequestRecord, RequestStatus, SimRecord,
+    StoreCounts, StoreError,
 };
 use crate::context::Imsi;
 use crate::imei::Imei;
@@ -60,6 +63,32 @@ pub struct EtcdSettings {
     pub key_file: Option<std::path::PathBuf>,
     /// Most operations in one transaction (etcd's `--max-txn-ops`, default 128).
     pub max_txn_ops: usize,
+    /// How long another serving node may stay behind a change this node waits for before its
+    /// lease is revoked ([`Coordination::wait_everywhere`]).
+    pub max_lag: Duration,
+    /// How long events are kept in etcd.
+    pub event_retention: Duration,
+}
+
+impl Default for EtcdSettings {
+    /// The `[cluster]` defaults, on `http://127.0.0.1:2379` under `/imei-lockd`.
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/imei-lockd".into(),
+            node_name: "node".into(),
+            lease_ttl: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+            credentials: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            max_txn_ops: 128,
+            max_lag: Duration::from_secs(1),
+            event_retention: Duration::from_secs(90 * 86_400),
+        }
+    }
 }
 
 /// Counts an etcd call's latency and failure.
@@ -98,11 +127,28 @@ pub(crate) struct Shared {
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
     nodes_changed: Notify,
     locks: RwLock<HashMap<String, String>>,
+    /// Nodes seen behind a position, by lease ([`coordination`]).
+    lagging: Mutex<HashMap<i64, Lagging>>,
+    /// Leases this node revoked, by lease: waited for until the TTL has surely passed.
+    evicted: Mutex<HashMap<i64, Evicted>>,
     /// Last-seen IMEIs waiting to be written to etcd.
     seen: Mutex<HashMap<Imsi, (Imei, Millis)>>,
     outbox_counter: AtomicU32,
     node_hash: u64,
     stopped: AtomicBool,
+}
+
+/// Since when a node has stayed behind `position`.
+#[derive(Clone, Copy, Debug)]
+struct Lagging {
+    position: u64,
+    since: Instant,
+}
+
+/// A revoked lease whose node may believe in it until `until`.
+#[derive(Clone, Copy, Debug)]
+struct Evicted {
+    until: Instant,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -204,6 +250,8 @@ impl EtcdStore {
             nodes: RwLock::new(BTreeMap::new()),
             nodes_changed: Notify::new(),
             locks: RwLock::new(HashMap::new()),
+            lagging: Mutex::new(HashMap::new()),
+            evicted: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             outbox_counter: AtomicU32::new(0),
             node_hash,
@@ -240,6 +288,14 @@ impl EtcdStore {
             nodes: self.shared.nodes.read().clone(),
             singletons: self.shared.locks.read().clone(),
         }
+    }
+
+    /// Compares this node's cache with a read of etcd at the revision the cache has applied.
+    ///
+    /// # Errors
+    /// See [`verify::verify`].
+    pub async fn verify(&self) -> Result<Verification, StoreError> {
+        verify::verify(&self.shared).await
     }
 
     /// Stops the background tasks at their next step (the lease then expires on its own).
@@ -291,6 +347,10 @@ fn register_metrics() {
     }
     for outcome in ["compacted", "gap", "start"] {
         metrics::counter!("imei_lockd_cache_rebuilds_total", "reason" => outcome).increment(0);
+    }
+    metrics::counter!("imei_lockd_cluster_evictions_total").increment(0);
+    for result in ["equal", "different"] {
+        metrics::counter!("imei_lockd_cache_verifications_total", "result" => result).increment(0);
     }
     metrics::gauge!("imei_lockd_cluster_applied_revision").set(0.0);
     metrics::gauge!("imei_lockd_cluster_serving").set(0.0);
@@ -619,128 +679,5 @@ impl Ledger for EtcdStore {
 
     fn max_batch_sims(&self) -> usize {
         (self.shared.settings.max_txn_ops / 3).max(1)
-    }
-}
-
-impl Coordination for EtcdStore {
-    fn serving(&self) -> bool {
-        self.shared.serving()
-    }
-
-    fn holds(&self, singleton: Singleton) -> bool {
-        self.shared.serving()
-            && self
-                .shared
-                .locks
-                .read()
-                .get(singleton.as_str())
-                .is_some_and(|h| *h == self.shared.settings.node_name)
-    }
-
-    fn applied(&self) -> u64 {
-        self.shared.data_rev.load(Ordering::SeqCst)
-    }
-
-    fn wait_everywhere(&self, position: u64, timeout: Duration) -> BoxFuture<'_, bool> {
-        Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
-            loop {
-                let changed = self.shared.nodes_changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                let me = &self.shared.settings.node_name;
-                let behind = self
-                    .shared
-                    .nodes
-                    .read()
-                    .iter()
-                    .any(|(name, n)| name != me && n.serving && n.data_rev < position);
-                let mine = self.shared.data_rev.load(Ordering::SeqCst) >= position;
-                if !behind && mine {
-                    return true;
-                }
-                if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                    return false;
-                }
-            }
-        })
-    }
-
-    fn describe(&self) -> BoxFuture<'_, serde_json::Value> {
-        Box::pin(async move {
-            let view = self.cluster_view();
-            let mut maintenance = self.shared.client.maintenance_client();
-            let t = Instant::now();
-            let status =
-                tokio::time::timeout(self.shared.settings.request_timeout, maintenance.status())
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-            observe("get", t, status.is_some());
-            let members = tokio::time::timeout(
-                self.shared.settings.request_timeout,
-                self.shared.client.cluster_client().member_list(),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok);
-            let leader = status.as_ref().map(|s| s.leader());
-            let head = status
-                .as_ref()
-                .and_then(|s| s.header())
-                .map_or(0, |h| h.revision().max(0) as u64);
-            let members: Vec<serde_json::Value> = members
-                .map(|m| {
-                    m.members()
-                        .iter()
-                        .map(|m| {
-                            serde_json::json!({
-                                "id": format!("{:x}", m.id()),
-                                "name": m.name(),
-                                "client_urls": m.client_urls(),
-                                "leader": Some(m.id()) == leader,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let nodes: Vec<serde_json::Value> = view
-                .nodes
-                .iter()
-                .map(|(name, n)| {
-                    serde_json::json!({
-                        "name": name,
-                        "serving": n.serving,
-                        "applied": n.data_rev,
-                        "lag_revisions": head.saturating_sub(n.data_rev),
-                    })
-                })
-                .collect();
-            serde_json::json!({
-                "backend": "etcd",
-                "node": view.node,
-                "serving": view.serving,
-                "applied_revision": view.applied_rev,
-                "etcd_revision": head,
-                "nodes": nodes,
-                "singletons": view.singletons,
-                "etcd": {"members": members, "reachable": status.is_some()},
-            })
-        })
-    }
-
-    fn applied_changed(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let start = self.shared.data_rev.load(Ordering::SeqCst);
-            loop {
-                let changed = self.shared.data_changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                if self.shared.data_rev.load(Ordering::SeqCst) != start {
-                    return;
-                }
-                changed.await;
-            }
-        })
     }
 }

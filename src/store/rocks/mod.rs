@@ -28,8 +28,10 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::path::Path;
 
+mod fingerprint;
 mod read;
 pub mod replica;
+pub use fingerprint::{FamilyPrint, Fingerprint};
 mod write;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Weak};
