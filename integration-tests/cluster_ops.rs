@@ -7,7 +7,8 @@
 //! - billing: a SIM locked through two nodes is one row a month, the month carried over once;
 //! - an alert raised on two nodes within the window is one POST;
 //! - a node frozen (SIGSTOP) while a change is processed is not waited for, and wakes not
-//!   answering from its stale state.
+//!   answering from its stale state;
+//! - events past `cluster.event_retention_days` leave etcd and every cache.
 
 mod common;
 
@@ -363,4 +364,73 @@ fn a_frozen_node_is_not_waited_for_and_wakes_without_answering_from_stale_state(
         .sum();
     eprintln!("evictions: {evicted}");
     assert_cache_equals_etcd(&ds[1]);
+}
+
+#[test]
+fn events_past_their_retention_leave_etcd_and_every_cache() {
+    let etcd = EtcdCluster::start(3);
+    let prefix = unique_prefix("retention");
+    let toml = |i: usize| {
+        node_toml(&etcd, &prefix, i).replace(
+            "[cluster.etcd]",
+            "event_retention_days = 30\n[cluster.etcd]",
+        )
+    };
+    let mut ds: Vec<Daemon> = (0..2).map(|i| Daemon::start(&toml(i))).collect();
+    for d in &ds {
+        wait_serving(d, 2);
+    }
+    let imsi = "001010000000981";
+    ds[0]
+        .api()
+        .put_sim(imsi, json!({"imei_management": "lock"}));
+    assert_eq!(
+        radius(&ds[0], imsi, &imeisv("35209900176148"), 1),
+        Some(ACCEPT)
+    );
+    assert_eq!(
+        radius(&ds[1], imsi, &imeisv("49015420323751"), 2),
+        Some(REJECT)
+    );
+    let events = |d: &Daemon| {
+        let (st, v) = d.api().get(&format!("/v1/sims/{imsi}/events"));
+        assert_eq!(st, 200, "{v}");
+        v.as_array().cloned().unwrap_or_default()
+    };
+    let before = events(&ds[1]).len();
+    assert!(before >= 2, "a bind and a mismatch: {:?}", events(&ds[1]));
+    // 31 days later (both nodes restarted with their clocks ahead): one new mismatch; the
+    // retention singleton deletes the old events, on every node.
+    for d in &mut ds {
+        d.terminate();
+    }
+    let ahead = (31 * 86_400).to_string();
+    let env = [("IMEI_LOCKD_TEST_CLOCK_OFFSET_S", ahead.as_str())];
+    let ds: Vec<Daemon> = (0..2)
+        .map(|i| Daemon::start_with_env(&toml(i), &env))
+        .collect();
+    for d in &ds {
+        wait_serving(d, 2);
+    }
+    assert_eq!(
+        radius(&ds[1], imsi, &imeisv("49015420323752"), 3),
+        Some(REJECT)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ds.iter().any(|d| events(d).len() != 1) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    for d in &ds {
+        let left = events(d);
+        assert_eq!(left.len(), 1, "only the new event is left: {left:?}");
+        assert_eq!(left[0]["imei"], "49015420323752", "{left:?}");
+    }
+    let expired: f64 = ds
+        .iter()
+        .map(|d| counter(&metrics_text(d), "imei_lockd_events_expired_total", &[]))
+        .sum();
+    assert_eq!(expired, before as f64, "each old event deleted once");
+    for d in &ds {
+        assert_cache_equals_etcd(d);
+    }
 }

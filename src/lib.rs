@@ -21,6 +21,7 @@ pub mod imei;
 pub mod logging;
 pub mod provisioning;
 pub mod radius;
+pub mod retention;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

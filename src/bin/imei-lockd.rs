@@ -27,6 +27,7 @@ use imei_lockd::diameter::server::{DiameterReloader, DiameterService};
 use imei_lockd::engine::{Clock, Engine, SystemClock};
 use imei_lockd::provisioning::{BillingSettings, Provisioner};
 use imei_lockd::radius::server::{RadiusReloader, RadiusService};
+use imei_lockd::retention::EventRetention;
 use imei_lockd::store::delayed::Delayed;
 use imei_lockd::store::etcd::{EtcdSettings, EtcdStore};
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
@@ -163,6 +164,15 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         clock.clone(),
         cfg.alerts.webhooks.iter().map(Webhook::from).collect(),
     );
+    // Events are kept `cluster.event_retention_days` in cluster mode (etcd holds them for every
+    // node); the embedded store keeps them, as it always has.
+    let retention = (cfg.cluster.backend == ClusterBackend::Etcd).then(|| {
+        EventRetention::new(
+            store.clone(),
+            clock.clone(),
+            Duration::from_secs(cfg.cluster.event_retention_days.saturating_mul(86_400)),
+        )
+    });
 
     let sized_store = store.clone();
     let api_reads: Arc<dyn LocalRead> = store.clone();
@@ -201,6 +211,9 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             tasks.spawn(provisioner.clone().run(stop_rx.clone()));
         }
         tasks.spawn(alerts.run(stop_rx.clone()));
+        if let Some(r) = retention {
+            tasks.spawn(r.run(stop_rx.clone()));
+        }
         let state = Arc::new(api::ApiState {
             provisioner: provisioner.clone(),
             reads: api_reads,

@@ -37,6 +37,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         scan_is_in_key_order_with_prefix,
     ),
     ("events_newest_first", events_newest_first),
+    (
+        "expired_events_are_found_and_deleted",
+        expired_events_are_found_and_deleted,
+    ),
     ("charges_by_month", charges_by_month),
     ("outbox_put_and_delete", outbox_put_and_delete),
     ("last_seen_is_visible_at_once", last_seen_is_visible_at_once),
@@ -292,6 +296,57 @@ fn events_newest_first(store: &dyn Store) {
     assert_eq!(got, vec![300, 200, 100]);
     assert_eq!(store.events(&imsi(5), 1).expect("events").len(), 1);
     assert!(store.events(&imsi(6), 10).expect("events").is_empty());
+}
+
+fn expired_events_are_found_and_deleted(store: &dyn Store) {
+    let mut b = Batch::new();
+    for n in [7, 8] {
+        for at in [1_000, 2_000, 3_000] {
+            b.push(Op::PutEvent(event(n, at, EventKind::ImeiBound)));
+        }
+    }
+    assert_eq!(commit(store, b), Commit::Committed);
+    // Scanned two at a time: every page goes on from the last event scanned.
+    let mut expired = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let (found, next) = store.expired_events(2_500, after, 2).expect("scan");
+        expired.extend(found);
+        pages += 1;
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+        assert!(pages < 10, "the scan does not end");
+    }
+    assert_eq!(pages, 3, "six events, two per page");
+    let got: Vec<(Imsi, i64)> = expired.iter().map(|e| (e.imsi, e.at)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (imsi(7), 1_000),
+            (imsi(7), 2_000),
+            (imsi(8), 1_000),
+            (imsi(8), 2_000)
+        ]
+    );
+    let mut b = Batch::new();
+    for id in expired {
+        b.push(Op::DeleteEvent(id));
+    }
+    assert_eq!(commit(store, b), Commit::Committed);
+    for n in [7, 8] {
+        let left: Vec<i64> = store
+            .events(&imsi(n), 10)
+            .expect("events")
+            .iter()
+            .map(|e| e.at)
+            .collect();
+        assert_eq!(left, vec![3_000], "only the young event of SIM {n} is left");
+    }
+    let (none, _) = store.expired_events(2_500, None, 100).expect("scan");
+    assert!(none.is_empty(), "nothing expired left: {none:?}");
 }
 
 fn charges_by_month(store: &dyn Store) {

@@ -84,6 +84,15 @@ impl LocalRead for Delayed {
         self.inner.events(imsi, limit)
     }
 
+    fn expired_events(
+        &self,
+        before: Millis,
+        after: Option<super::EventId>,
+        scan: usize,
+    ) -> Result<(Vec<super::EventId>, Option<super::EventId>), StoreError> {
+        self.inner.expired_events(before, after, scan)
+    }
+
     fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError> {
         self.inner.request(seq)
     }

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use super::{Batch, BoxFuture, Commit, Coordination, Durability, Ledger, LedgerFuture, LocalRead};
 use super::{Charge, Event, Millis, Operation, OutboxEntry, ProfileRecord, RequestRecord};
-use super::{Op, Singleton, StoreCounts, StoreError};
+use super::{EventId, Op, Singleton, StoreCounts, StoreError};
 use super::{RequestStatus, SimRecord};
 use crate::context::Imsi;
 use crate::imei::Imei;
@@ -84,6 +84,9 @@ impl MemStore {
                 Op::PutEvent(e) => {
                     let n = self.counter.fetch_add(1, Ordering::Relaxed);
                     st.events.insert((e.imsi, e.at, n), e);
+                }
+                Op::DeleteEvent(id) => {
+                    st.events.remove(&(id.imsi, id.at, id.counter));
                 }
                 Op::PutRequest(r) => {
                     st.requests.insert(r.seq, r);
@@ -204,6 +207,41 @@ impl LocalRead for MemStore {
             .take(limit)
             .map(|(_, e)| e.clone())
             .collect())
+    }
+
+    fn expired_events(
+        &self,
+        before: Millis,
+        after: Option<EventId>,
+        scan: usize,
+    ) -> Result<(Vec<EventId>, Option<EventId>), StoreError> {
+        use std::ops::Bound;
+        let st = self.state.lock();
+        let from = match after {
+            Some(a) => Bound::Excluded((a.imsi, a.at, a.counter)),
+            None => Bound::Unbounded,
+        };
+        let mut expired = Vec::new();
+        let mut last = None;
+        for &(imsi, at, counter) in st
+            .events
+            .range((from, Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take(scan)
+        {
+            let id = EventId { imsi, at, counter };
+            if at < before {
+                expired.push(id);
+            }
+            last = Some(id);
+        }
+        let more = last.is_some_and(|l| {
+            st.events
+                .range((Bound::Excluded((l.imsi, l.at, l.counter)), Bound::Unbounded))
+                .next()
+                .is_some()
+        });
+        Ok((expired, if more { last } else { None }))
     }
 
     fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError> {

@@ -82,6 +82,8 @@ pub enum Op {
     },
     PutProfile(ProfileRecord),
     PutEvent(Event),
+    /// Delete one event (retention), by the id [`LocalRead::expired_events`] gave.
+    DeleteEvent(EventId),
     PutRequest(RequestRecord),
     PutCharge(Charge),
     PutOutbox {
@@ -102,6 +104,15 @@ pub enum Op {
         key: String,
         value: Option<Vec<u8>>,
     },
+}
+
+/// Where one event is stored: its SIM, its time and the store's counter that keeps two events
+/// of one millisecond apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    pub imsi: Imsi,
+    pub at: Millis,
+    pub counter: u64,
 }
 
 /// A set of writes applied atomically, all or none: if any compare fails (a SIM revision, an
@@ -183,6 +194,15 @@ pub trait LocalRead: Send + Sync + 'static {
     fn profile_member_count(&self, name: &str) -> Result<u64, StoreError>;
     /// Events of one SIM, newest first.
     fn events(&self, imsi: &Imsi, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Scans at most `scan` events in (IMSI, time) order from just after `after` (the start when
+    /// `None`) and returns the ids of those older than `before`, with where to go on (`None`:
+    /// the scan reached the end).
+    fn expired_events(
+        &self,
+        before: Millis,
+        after: Option<EventId>,
+        scan: usize,
+    ) -> Result<(Vec<EventId>, Option<EventId>), StoreError>;
     fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError>;
     /// Requests with `seq > after`, in log order.
     fn requests_after(&self, after: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError>;
@@ -247,15 +267,18 @@ pub enum Singleton {
     Provisioning,
     /// Alert delivery from the outbox.
     Alerts,
+    /// Deleting events past their retention.
+    Retention,
 }
 
 impl Singleton {
-    pub const ALL: [Self; 2] = [Self::Provisioning, Self::Alerts];
+    pub const ALL: [Self; 3] = [Self::Provisioning, Self::Alerts, Self::Retention];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Provisioning => "provisioning",
             Self::Alerts => "alerts",
+            Self::Retention => "retention",
         }
     }
 }
@@ -392,6 +415,20 @@ pub(crate) mod keys {
         k.extend_from_slice(&(at.max(0) as u64).to_be_bytes());
         k.extend_from_slice(&counter.to_be_bytes());
         k
+    }
+
+    /// The SIM, time and counter of an [`event`] key (`None`: not one).
+    pub fn parse_event(key: &[u8]) -> Option<super::EventId> {
+        let slash = key.iter().position(|&b| b == b'/')?;
+        let imsi = Imsi::parse(key.get(..slash)?).ok()?;
+        let rest = key.get(slash + 1..)?;
+        let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        let counter = u32::from_be_bytes(rest.get(8..12)?.try_into().ok()?);
+        (rest.len() == 12).then_some(super::EventId {
+            imsi,
+            at: i64::try_from(at).ok()?,
+            counter: u64::from(counter),
+        })
     }
 
     /// `profile` NUL `imsi`.

@@ -66,6 +66,13 @@ pub const FAMILIES: &[Family] = &[
          continue the cached revision).",
     ),
     family(
+        "imei_lockd_events_expired_total",
+        Counter,
+        COUNT,
+        "Events deleted because they were older than cluster.event_retention_days (by the node \
+         holding the retention singleton; cluster mode).",
+    ),
+    family(
         "imei_lockd_cluster_evictions_total",
         Counter,
         COUNT,

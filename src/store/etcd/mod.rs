@@ -36,8 +36,8 @@ use tokio::sync::{watch, Notify};
 
 use super::rocks::{RocksOptions, RocksStore};
 use super::{
-    encoding, Batch, Charge, Commit, Durability, Event, Ledger, LedgerFuture, LocalRead, Millis,
-    Op, Operation, OutboxEntry, ProfileRecord, RequestRecord, RequestStatus, SimRecord,
+    encoding, Batch, Charge, Commit, Durability, Event, EventId, Ledger, LedgerFuture, LocalRead,
+    Millis, Op, Operation, OutboxEntry, ProfileRecord, RequestRecord, RequestStatus, SimRecord,
     StoreCounts, StoreError,
 };
 use crate::context::Imsi;
@@ -395,6 +395,14 @@ impl LocalRead for EtcdStore {
     fn events(&self, imsi: &Imsi, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.shared.cache.events(imsi, limit)
     }
+    fn expired_events(
+        &self,
+        before: Millis,
+        after: Option<EventId>,
+        scan: usize,
+    ) -> Result<(Vec<EventId>, Option<EventId>), StoreError> {
+        self.shared.cache.expired_events(before, after, scan)
+    }
     fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError> {
         self.shared.cache.request(seq)
     }
@@ -459,6 +467,11 @@ impl Shared {
                         l.event(&ev.imsi, ev.at, counter),
                         Some(encoding::encode(&ev)),
                     );
+                }
+                Op::DeleteEvent(id) => {
+                    // Ids come from the cache, whose counters are etcd's (32 bits).
+                    let counter = u32::try_from(id.counter).unwrap_or(u32::MAX);
+                    put(l.event(&id.imsi, id.at, counter), None);
                 }
                 Op::PutRequest(r) => put(l.request(r.seq), Some(encoding::encode(&r))),
                 Op::PutCharge(c) => put(l.charge(&c.month, &c.imsi), Some(encoding::encode(&c))),

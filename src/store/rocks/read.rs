@@ -11,8 +11,8 @@ use super::{backend, be_u64, corrupt, decode, sim_key_after, RocksStore};
 use super::{CF_BILLING, CF_EVENTS, CF_MEMBERS, CF_META, CF_OUTBOX, CF_REQUESTS, CF_SIMS};
 use crate::context::Imsi;
 use crate::store::{
-    encoding, keys, profiles_page, Charge, Event, LocalRead, OutboxEntry, ProfileRecord,
-    RequestRecord,
+    encoding, keys, profiles_page, Charge, Event, EventId, LocalRead, Millis, OutboxEntry,
+    ProfileRecord, RequestRecord,
 };
 use crate::store::{SimRecord, StoreCounts, StoreError};
 
@@ -136,6 +136,47 @@ impl LocalRead for RocksStore {
             out.push(decode(&k, &v)?);
         }
         Ok(out)
+    }
+
+    fn expired_events(
+        &self,
+        before: Millis,
+        after: Option<EventId>,
+        scan: usize,
+    ) -> Result<(Vec<EventId>, Option<EventId>), StoreError> {
+        let cf = self.inner.cf(CF_EVENTS)?;
+        let start = match after {
+            Some(a) => {
+                let counter = u32::try_from(a.counter).unwrap_or(u32::MAX);
+                let mut k = keys::event(&a.imsi, a.at, counter);
+                k.push(0); // just after `a`
+                k
+            }
+            None => Vec::new(),
+        };
+        let mut expired = Vec::new();
+        let mut last = None;
+        let it = self
+            .inner
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&start, Direction::Forward));
+        for (seen, item) in it.enumerate() {
+            let (k, _) = item.map_err(backend)?;
+            if seen == scan {
+                // One more exists: go on from the last one scanned.
+                return Ok((expired, last));
+            }
+            let Some(id) = keys::parse_event(&k) else {
+                metrics::counter!("imei_lockd_store_errors_total", "kind" => "corrupt")
+                    .increment(1);
+                continue;
+            };
+            if id.at < before {
+                expired.push(id);
+            }
+            last = Some(id);
+        }
+        Ok((expired, None))
     }
 
     fn last_request_seq(&self) -> u64 {

@@ -87,6 +87,11 @@ impl RocksStore {
                     let n = inner.event_counter.fetch_add(1, Ordering::Relaxed);
                     wb.put_cf(&cf, keys::event(&ev.imsi, ev.at, n), encoding::encode(&ev));
                 }
+                Op::DeleteEvent(id) => {
+                    let cf = inner.cf(CF_EVENTS)?;
+                    let counter = u32::try_from(id.counter).unwrap_or(u32::MAX);
+                    wb.delete_cf(&cf, keys::event(&id.imsi, id.at, counter));
+                }
                 Op::PutRequest(r) => {
                     let cf = inner.cf(CF_REQUESTS)?;
                     wb.put_cf(&cf, r.seq.to_be_bytes(), encoding::encode(&r));
