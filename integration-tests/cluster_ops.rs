@@ -150,6 +150,14 @@ fn compaction_while_a_node_is_stopped_rebuilds_its_cache_on_restart() {
     }
 }
 
+/// Locks `imsi` through `a`'s API, binds 35209900176148 there, and has 49015420323751 rejected
+/// on `b` (events: a bind and a mismatch).
+fn lock_bind_and_mismatch(a: &Daemon, b: &Daemon, imsi: &str) {
+    a.api().put_sim(imsi, json!({"imei_management": "lock"}));
+    assert_eq!(radius(a, imsi, &imeisv("35209900176148"), 1), Some(ACCEPT));
+    assert_eq!(radius(b, imsi, &imeisv("49015420323751"), 2), Some(REJECT));
+}
+
 /// The billing rows of `month` as node `d` shows them.
 fn billing(d: &Daemon, month: &str) -> Vec<Value> {
     let (st, v) = d.api().get(&format!("/v1/billing/{month}"));
@@ -237,18 +245,8 @@ fn an_alert_raised_on_two_nodes_within_its_window_is_one_post() {
     );
     let ds = nodes_with(&etcd, 2, "alerts", &extra);
     let imsi = "001010000000961";
-    ds[0]
-        .api()
-        .put_sim(imsi, json!({"imei_management": "lock"}));
-    assert_eq!(
-        radius(&ds[0], imsi, &imeisv("35209900176148"), 1),
-        Some(ACCEPT)
-    );
     // Mismatches on both nodes, one after the other and at once.
-    assert_eq!(
-        radius(&ds[0], imsi, &imeisv("49015420323751"), 2),
-        Some(REJECT)
-    );
+    lock_bind_and_mismatch(&ds[0], &ds[0], imsi);
     assert_eq!(
         radius(&ds[1], imsi, &imeisv("49015420323752"), 3),
         Some(REJECT)
@@ -381,17 +379,7 @@ fn events_past_their_retention_leave_etcd_and_every_cache() {
         wait_serving(d, 2);
     }
     let imsi = "001010000000981";
-    ds[0]
-        .api()
-        .put_sim(imsi, json!({"imei_management": "lock"}));
-    assert_eq!(
-        radius(&ds[0], imsi, &imeisv("35209900176148"), 1),
-        Some(ACCEPT)
-    );
-    assert_eq!(
-        radius(&ds[1], imsi, &imeisv("49015420323751"), 2),
-        Some(REJECT)
-    );
+    lock_bind_and_mismatch(&ds[0], &ds[1], imsi);
     let events = |d: &Daemon| {
         let (st, v) = d.api().get(&format!("/v1/sims/{imsi}/events"));
         assert_eq!(st, 200, "{v}");

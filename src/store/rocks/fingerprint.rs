@@ -110,32 +110,22 @@ mod tests {
         s
     }
 
+    /// SIM 001010000000001 bound to `imei`, at position 9.
+    fn bind(store: &RocksStore, imei: &str) {
+        let change = Change::PutSim(sim("001010000000001", Some(imei)));
+        store.apply_changes(vec![change], "pos", 9).unwrap();
+    }
+
     #[test]
     fn equal_content_equal_print_whatever_last_seen_says() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, b) = (store(a.path()), store(b.path()));
-        a.apply_changes(
-            vec![Change::PutSim(sim(
-                "001010000000001",
-                Some("35209900176148"),
-            ))],
-            "pos",
-            9,
-        )
-        .unwrap();
+        bind(&a, "35209900176148");
         let imsi = Imsi::parse(b"001010000000001").unwrap();
         a.note_seen(&imsi, Imei::from_u64(35209900176149).unwrap(), 5)
             .unwrap();
         a.flush().unwrap();
-        b.apply_changes(
-            vec![Change::PutSim(sim(
-                "001010000000001",
-                Some("35209900176148"),
-            ))],
-            "pos",
-            9,
-        )
-        .unwrap();
+        bind(&b, "35209900176148");
         let (pa, pb) = (a.fingerprint("pos").unwrap(), b.fingerprint("pos").unwrap());
         assert_eq!(pa.position, 9);
         assert_eq!(pa, pb);
@@ -153,35 +143,11 @@ mod tests {
     fn a_different_binding_or_a_missing_record_shows() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, b) = (store(a.path()), store(b.path()));
-        a.apply_changes(
-            vec![Change::PutSim(sim(
-                "001010000000001",
-                Some("35209900176148"),
-            ))],
-            "pos",
-            9,
-        )
-        .unwrap();
-        b.apply_changes(
-            vec![Change::PutSim(sim(
-                "001010000000001",
-                Some("49015420323751"),
-            ))],
-            "pos",
-            9,
-        )
-        .unwrap();
+        bind(&a, "35209900176148");
+        bind(&b, "49015420323751");
         let (pa, pb) = (a.fingerprint("pos").unwrap(), b.fingerprint("pos").unwrap());
         assert_ne!(pa, pb);
-        b.apply_changes(
-            vec![Change::PutSim(sim(
-                "001010000000001",
-                Some("35209900176148"),
-            ))],
-            "pos",
-            9,
-        )
-        .unwrap();
+        bind(&b, "35209900176148");
         assert_eq!(a.fingerprint("pos").unwrap(), b.fingerprint("pos").unwrap());
         b.apply_changes(
             vec![Change::PutMeta {
