@@ -226,6 +226,8 @@ async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError
     let mut keys = 0u64;
     let mut nodes = Vec::new();
     let mut locks = Vec::new();
+    // The revision of the last data change this read covers (see below).
+    let mut data_rev = 0u64;
     loop {
         let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
         if revision > 0 {
@@ -245,8 +247,14 @@ async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError
                 .layout
                 .parse(item.key(), Some(item.value()), item.mod_revision())
             {
-                Ok(Parsed::Data(c)) => changes.push(c),
-                Ok(Parsed::Node(n, r)) => nodes.push((n, r)),
+                Ok(Parsed::Data(c)) => {
+                    data_rev = data_rev.max(item.mod_revision().max(0) as u64);
+                    changes.push(c);
+                }
+                Ok(Parsed::Node(n, r)) => {
+                    data_rev = data_rev.max(r.as_ref().map_or(0, |r| r.data_rev));
+                    nodes.push((n, r));
+                }
                 Ok(Parsed::Lock(n, h)) => locks.push((n, h)),
                 Ok(Parsed::Other) => {}
                 Err(e) => tracing::error!(error = %e, "unreadable value in etcd; skipped"),
@@ -273,9 +281,15 @@ async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError
         .cache
         .apply_changes(Vec::new(), POSITION_KEY, revision)?;
     // The cache may now be *behind* what the applied-revision channel said (never ahead of
-    // etcd): reset both to the rebuild's revision.
+    // etcd): reset it to the rebuild's revision. The data revision is the last data change the
+    // read covers: the newest data key's, or a newer one another node published (a deletion,
+    // which a read does not show), never a node or lock key's revision: the other nodes only
+    // publish data changes, and waiting for them to reach a revision no data change has would
+    // keep requests processed before this start `pending` here until the next data change.
     shared.applied_rev.send_replace(revision);
-    shared.data_rev.store(revision, Ordering::SeqCst);
+    shared
+        .data_rev
+        .store(data_rev.min(revision), Ordering::SeqCst);
     shared.data_changed.notify_waiters();
     shared.rebuilding.store(false, Ordering::SeqCst);
     shared.state_changed.notify_waiters();
