@@ -1,7 +1,12 @@
-//! imei-lockctl: the admin CLI, a client of the imei-lockd REST API.
+//! imei-lockctl: the admin CLI, a client of the imei-lockd REST API (and, for `cluster import`
+//! only, of etcd).
 //!
-//! Human output by default, `--json` for scripts. Exit codes: 0 success, 1 the API refused or
-//! failed (the message says why), 2 usage errors, 3 the API could not be reached.
+//! Human output by default, `--json` for scripts. Exit codes: 0 success, 1 the API (or the
+//! import) refused or failed (the message says why), 2 usage or configuration errors, 3 the API
+//! (or etcd) could not be reached.
+
+#[path = "imei-lockctl/cluster.rs"]
+mod cluster;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -56,6 +61,9 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Cluster mode: the cluster's state, and moving an embedded data directory into etcd.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Lock fees owed for a month (YYYY-MM).
     Billing {
         month: String,
@@ -502,6 +510,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let v = api.json(api.req(M::GET, &format!("/v1/sims/{imsi}/events?limit={limit}")))?;
             print_value(&v, j);
         }
+        Command::Cluster(c) => cluster::run(&api, c, j)?,
         Command::Billing { month, csv } => {
             if csv {
                 let (_, body) =

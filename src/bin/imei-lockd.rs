@@ -310,23 +310,7 @@ fn open_store(cfg: &Config, rt: &tokio::runtime::Runtime) -> Result<Arc<dyn Stor
         }
         ClusterBackend::Etcd => {
             let e = &cfg.cluster.etcd;
-            let settings = EtcdSettings {
-                endpoints: e.endpoints.clone(),
-                prefix: e.prefix.clone(),
-                node_name: cfg.cluster.node_name.clone(),
-                lease_ttl: Duration::from_secs(cfg.cluster.lease_ttl_s),
-                connect_timeout: Duration::from_millis(e.connect_timeout_ms),
-                request_timeout: Duration::from_millis(e.request_timeout_ms),
-                credentials: e.credentials().map(|(u, p)| (u.to_owned(), p.to_owned())),
-                ca_file: e.ca_file.clone(),
-                cert_file: e.cert_file.clone(),
-                key_file: e.key_file.clone(),
-                max_txn_ops: e.max_txn_ops,
-                max_lag: Duration::from_millis(cfg.cluster.max_lag_ms),
-                event_retention: Duration::from_secs(
-                    cfg.cluster.event_retention_days.saturating_mul(86_400),
-                ),
-            };
+            let settings = EtcdSettings::from_config(&cfg.cluster);
             let store = rt
                 .block_on(EtcdStore::open(dir, &rocks, settings))
                 .map_err(|err| {

@@ -240,9 +240,12 @@ async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError
         .cache
         .apply_changes(Vec::new(), POSITION_KEY, revision)?;
     // The cache may now be *behind* what the applied-revision channel said (never ahead of
-    // etcd): reset both to the rebuild's revision.
+    // etcd): reset it to the rebuild's revision. The data revision published is the last data
+    // change the read covers: the other nodes only publish data changes, and waiting for them to
+    // reach a revision no data change has would keep requests processed before this start
+    // `pending` here until the next data change.
     shared.applied_rev.send_replace(revision);
-    shared.data_rev.store(revision, Ordering::SeqCst);
+    shared.data_rev.store(read.data_rev, Ordering::SeqCst);
     shared.data_changed.notify_waiters();
     shared.rebuilding.store(false, Ordering::SeqCst);
     shared.state_changed.notify_waiters();
@@ -260,6 +263,10 @@ async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError
 pub(super) struct Read {
     /// The revision read at.
     pub revision: u64,
+    /// The last data change the read covers: the newest data key's revision, or a newer one
+    /// another node published (a deletion, which a read does not show); never a node or lock
+    /// key's revision.
+    pub data_rev: u64,
     pub keys: u64,
     pub nodes: Vec<(String, Option<super::NodeRecord>)>,
     pub locks: Vec<(String, Option<String>)>,
@@ -283,6 +290,7 @@ pub(super) async fn read_at(
     let mut start = root.clone();
     let mut read = Read {
         revision: 0,
+        data_rev: 0,
         keys: 0,
         nodes: Vec::new(),
         locks: Vec::new(),
@@ -306,8 +314,12 @@ pub(super) async fn read_at(
                 .layout
                 .parse(item.key(), Some(item.value()), item.mod_revision())
             {
-                Ok(Parsed::Data(c)) => changes.push(c),
+                Ok(Parsed::Data(c)) => {
+                    read.data_rev = read.data_rev.max(item.mod_revision().max(0) as u64);
+                    changes.push(c);
+                }
                 Ok(Parsed::Node(n, r)) => {
+                    read.data_rev = read.data_rev.max(r.as_ref().map_or(0, |r| r.data_rev));
                     read.nodes.push((n, r.map(|r| with_lease(r, item.lease()))));
                 }
                 Ok(Parsed::Lock(n, h)) => read.locks.push((n, h)),
@@ -324,5 +336,6 @@ pub(super) async fn read_at(
         }
     }
     read.revision = revision.max(0) as u64;
+    read.data_rev = read.data_rev.min(read.revision);
     Ok(read)
 }

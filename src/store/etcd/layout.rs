@@ -220,6 +220,33 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// The key and value under which etcd holds what `change` puts (the inverse of
+    /// [`Layout::parse`]: an event keeps its id, a request its sequence number, an outbox entry
+    /// its id); `None` for a deletion, which is no record. A SIM's stored `rev` is written as
+    /// it is and ignored when read back (its key's `mod_revision` replaces it).
+    pub fn encode(&self, change: &Change) -> Option<(Vec<u8>, Vec<u8>)> {
+        Some(match change {
+            Change::PutSim(s) => (self.sim(&s.imsi), encoding::encode(s)),
+            Change::PutProfile(p) => (self.profile(&p.name), encoding::encode(p)),
+            Change::PutEvent { at, counter, event } => (
+                self.event(&event.imsi, *at, *counter),
+                encoding::encode(event),
+            ),
+            Change::PutRequest(r) => (self.request(r.seq), encoding::encode(r)),
+            Change::PutCharge(c) => (self.charge(&c.month, &c.imsi), encoding::encode(c)),
+            Change::PutOutbox { id, entry } => (self.outbox(*id), encoding::encode(entry)),
+            Change::PutMeta { key, value } => (self.meta(key), value.clone()),
+            Change::Seen { imsi, imei, at } => (self.seen(imsi), encode_seen(*imei, *at)),
+            Change::DeleteSim(_)
+            | Change::DeleteProfile(_)
+            | Change::DeleteEvent { .. }
+            | Change::DeleteOutbox(_)
+            | Change::DeleteMeta(_) => return None,
+        })
+    }
+}
+
 /// The value of `P/seen/<imsi>`.
 pub fn encode_seen(imei: Imei, at: Millis) -> Vec<u8> {
     let mut v = imei.as_u64().to_be_bytes().to_vec();
@@ -274,6 +301,91 @@ mod tests {
         assert!(l
             .parse(b"/imei-lockd/event/001010000000001/zz", None, 1)
             .is_err());
+    }
+
+    /// Every record kind, encoded and parsed back, is the same change (a SIM's `rev` becomes
+    /// the key's `mod_revision`).
+    #[test]
+    fn every_record_encodes_to_the_key_it_parses_back_from() {
+        use crate::context::Interface;
+        use crate::store::{
+            Charge, Event, EventKind, ImeiManagement, Operation, OutboxEntry, ProfileRecord,
+            RequestRecord, RequestStatus,
+        };
+        let l = Layout::new("/p");
+        let imsi = Imsi::parse(b"001010000000001").unwrap();
+        let imei = Imei::from_u64(35_209_900_176_148).unwrap();
+        let mut sim = SimRecord::new(imsi);
+        sim.profile = Some("iot/eu".into());
+        sim.value = Some(ImeiManagement::Lock);
+        sim.bound = Some(imei);
+        sim.bound_at = Some(1_700_000_000_000);
+        sim.last_seen = Some(imei);
+        sim.last_seen_at = Some(1_700_000_000_500);
+        sim.rev = 3;
+        let event = Event {
+            kind: EventKind::ImeiMismatch,
+            imsi,
+            at: 1_700_000_000_123,
+            interface: Interface::Radius,
+            peer: "127.0.0.1".into(),
+            imei: Some(imei),
+            bound: None,
+            detail: Some("s1".into()),
+        };
+        let changes = vec![
+            Change::PutSim(sim.clone()),
+            Change::PutProfile(ProfileRecord {
+                name: "iot/eu".into(),
+                value: ImeiManagement::Pairing,
+                lock_fee: Some("2.50".into()),
+                rev: 1,
+            }),
+            Change::PutEvent {
+                at: event.at,
+                counter: 0xdead_beef,
+                event: event.clone(),
+            },
+            Change::PutRequest(RequestRecord {
+                seq: 42,
+                op: Operation::Reset { imsi },
+                status: RequestStatus::Processed,
+                error: None,
+                submitted_at: 1,
+                processed_at: Some(2),
+            }),
+            Change::PutCharge(Charge {
+                imsi,
+                month: "2026-12".into(),
+                amount: "1.00".into(),
+                currency: "EUR".into(),
+                first_lock_at: 5,
+            }),
+            Change::PutOutbox {
+                id: 7,
+                entry: OutboxEntry {
+                    event,
+                    attempts: 2,
+                    next_attempt_at: 9,
+                    done: vec!["http://a/b".into()],
+                },
+            },
+            Change::PutMeta {
+                key: "last_sent/http://a/b/001010000000001".into(),
+                value: vec![0, 1, 2],
+            },
+            Change::Seen { imsi, imei, at: 77 },
+        ];
+        for change in changes {
+            let (key, value) = l.encode(&change).unwrap();
+            assert!(key.starts_with(b"/p/"), "{change:?}");
+            let back = match l.parse(&key, Some(&value), 3).unwrap() {
+                Parsed::Data(c) => c,
+                other => panic!("{change:?} parsed as {other:?}"),
+            };
+            assert_eq!(back, change);
+        }
+        assert!(l.encode(&Change::DeleteOutbox(7)).is_none());
     }
 
     #[test]

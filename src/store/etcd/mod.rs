@@ -17,8 +17,10 @@
 //! operator runs etcd with `--auto-compaction-retention`; the cache survives compaction by
 //! rebuilding).
 
+mod connect;
 mod coordination;
 mod follow;
+pub mod import;
 pub mod layout;
 mod lease;
 mod verify;
@@ -30,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{watch, Notify};
 
@@ -42,6 +44,7 @@ use super::{
 };
 use crate::context::Imsi;
 use crate::imei::Imei;
+pub(crate) use connect::connect;
 use layout::{Layout, NodeRecord};
 
 /// Meta key of the cache: the etcd revision it has applied (8 octets BE; 0 or absent: rebuild).
@@ -207,23 +210,7 @@ impl EtcdStore {
         settings: EtcdSettings,
     ) -> Result<Self, StoreError> {
         let cache = RocksStore::open(dir, rocks)?;
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(settings.connect_timeout)
-            .with_timeout(settings.request_timeout)
-            .with_keep_alive(Duration::from_secs(2), settings.request_timeout);
-        if let Some((user, password)) = &settings.credentials {
-            opts = opts.with_user(user.clone(), password.clone());
-        }
-        if let Some(tls) = tls_options(&settings)? {
-            opts = opts.with_tls(tls);
-        }
-        let client = tokio::time::timeout(
-            settings.connect_timeout,
-            Client::connect(settings.endpoints.clone(), Some(opts)),
-        )
-        .await
-        .map_err(|_| StoreError::Backend("etcd: connect timed out".into()))?
-        .map_err(etcd_err)?;
+        let client = connect(&settings).await?;
         let position = cache.meta_u64(POSITION_KEY)?;
         let node_hash = {
             use std::hash::{BuildHasher, Hasher};
@@ -320,24 +307,6 @@ pub struct ClusterView {
     pub serving: bool,
     pub nodes: BTreeMap<String, NodeRecord>,
     pub singletons: HashMap<String, String>,
-}
-
-fn tls_options(s: &EtcdSettings) -> Result<Option<etcd_client::TlsOptions>, StoreError> {
-    let https = s.endpoints.iter().any(|e| e.starts_with("https://"));
-    if !https {
-        return Ok(None);
-    }
-    let read = |p: &std::path::PathBuf| {
-        std::fs::read(p).map_err(|e| StoreError::Backend(format!("{}: {e}", p.display())))
-    };
-    let mut tls = etcd_client::TlsOptions::new();
-    if let Some(ca) = &s.ca_file {
-        tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
-    }
-    if let (Some(cert), Some(key)) = (&s.cert_file, &s.key_file) {
-        tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
-    }
-    Ok(Some(tls))
 }
 
 /// Registers the cluster series at 0.

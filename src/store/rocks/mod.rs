@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::path::Path;
 
+pub mod export;
 mod fingerprint;
 mod read;
 pub mod replica;

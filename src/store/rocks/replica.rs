@@ -19,7 +19,7 @@ use crate::store::{encoding, keys, Charge, Durability, Event, LocalRead, Millis,
 use crate::store::{ProfileRecord, RequestRecord, SimRecord, StoreError};
 
 /// One change decided elsewhere.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     /// The SIM as the source holds it, `rev` set to the source's revision of it.
     PutSim(SimRecord),
