@@ -192,12 +192,35 @@ impl Daemon {
                 .collect(),
             log,
         };
+        // A port found free may be taken by another process before the daemon binds it (tests
+        // run in parallel, with etcd members and other daemons): new ports, a few times.
+        for _ in 0..3 {
+            match d.try_spawn() {
+                Ok(()) => return d,
+                Err(log) if log.contains("Address already in use") => {
+                    d.ports = Ports::new();
+                    std::fs::write(
+                        &d.config,
+                        config_text_with_keys(d.dir.path(), &d.ports, keys, extra),
+                    )
+                    .unwrap();
+                }
+                Err(log) => panic!("daemon exited early:\n{log}"),
+            }
+        }
         d.spawn();
         d
     }
 
     /// Starts the process and waits for its API.
     pub fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("daemon exited early:\n{log}");
+        }
+    }
+
+    /// [`Daemon::spawn`]; `Err(log)` when the process exits before its API answers.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -213,18 +236,19 @@ impl Daemon {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().unwrap());
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited early with {status}:\n{}", self.log_text());
+                self.child = None;
+                return Err(format!("exit {status}:\n{}", self.log_text()));
             }
             if let Ok(r) = http().get(self.url("/healthz")).send() {
                 if r.status().is_success() {
-                    return;
+                    return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(50));

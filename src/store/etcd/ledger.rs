@@ -1,0 +1,289 @@
+//! [`Ledger`] on etcd: every batch is one transaction. A SIM write compares the key's
+//! `mod_revision` with the revision the caller read (the cache holds it as the record's `rev`), an
+//! [`Op::ExpectMeta`] compares a value; a commit returns once this node's cache has applied it
+//! (read-your-writes), a lost compare once the cache shows the newer state, a transport error as
+//! [`Commit::Unknown`]. The request log's sequence numbers come from one counter key.
+//!
+//! This module decides nothing (the engine and provisioning judge) and reads no session state of
+//! its own: reads are the cache's.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+
+use super::layout::Parsed;
+use super::{etcd_err, observe, EtcdStore, Shared};
+use crate::context::Imsi;
+use crate::imei::Imei;
+use crate::store::rocks::replica::Change;
+use crate::store::{
+    encoding, Batch, Commit, Durability, Ledger, LedgerFuture, LocalRead, Millis, Op, Operation,
+    RequestRecord, RequestStatus, SimRecord, StoreError,
+};
+
+impl Shared {
+    /// The transaction for `batch`: its compares, its writes (one per key, the last wins), and
+    /// on failure reads of the compared keys (to know how far the cache must get).
+    fn txn(&self, batch: Batch) -> Result<(Txn, Vec<Vec<u8>>), StoreError> {
+        let l = &self.layout;
+        let mut compares = Vec::new();
+        let mut compared: Vec<Vec<u8>> = Vec::new();
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut put = |key: Vec<u8>, value: Option<Vec<u8>>| {
+            writes.retain(|(k, _)| *k != key);
+            writes.push((key, value));
+        };
+        for op in batch.ops {
+            match op {
+                Op::PutSim { sim, expect_rev } => {
+                    let key = l.sim(&sim.imsi);
+                    if !compared.contains(&key) {
+                        compares.push(rev_compare(&key, expect_rev));
+                        compared.push(key.clone());
+                    }
+                    put(key, Some(encoding::encode(&sim)));
+                }
+                Op::DeleteSim { imsi, expect_rev } => {
+                    let key = l.sim(&imsi);
+                    if !compared.contains(&key) {
+                        compares.push(rev_compare(&key, expect_rev));
+                        compared.push(key.clone());
+                    }
+                    put(key, None);
+                }
+                Op::PutProfile(p) => put(l.profile(&p.name), Some(encoding::encode(&p))),
+                Op::PutEvent(ev) => {
+                    let counter = (self.node_hash as u32)
+                        .wrapping_add(self.outbox_counter.fetch_add(1, Ordering::Relaxed));
+                    put(
+                        l.event(&ev.imsi, ev.at, counter),
+                        Some(encoding::encode(&ev)),
+                    );
+                }
+                Op::DeleteEvent(id) => {
+                    // Ids come from the cache, whose counters are etcd's (32 bits).
+                    let counter = u32::try_from(id.counter).unwrap_or(u32::MAX);
+                    put(l.event(&id.imsi, id.at, counter), None);
+                }
+                Op::PutRequest(r) => put(l.request(r.seq), Some(encoding::encode(&r))),
+                Op::PutCharge(c) => put(l.charge(&c.month, &c.imsi), Some(encoding::encode(&c))),
+                Op::PutOutbox { id, entry } => put(l.outbox(id), Some(encoding::encode(&entry))),
+                Op::DeleteOutbox { id } => put(l.outbox(id), None),
+                Op::PutMeta { key, value } => put(l.meta(&key), Some(value)),
+                Op::ExpectMeta { key, value } => {
+                    let k = l.meta(&key);
+                    compares.push(match value {
+                        Some(v) => Compare::value(k.clone(), CompareOp::Equal, v),
+                        None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+                    });
+                    compared.push(k);
+                }
+            }
+        }
+        if writes.len() > self.settings.max_txn_ops {
+            return Err(StoreError::Backend(format!(
+                "a batch of {} writes exceeds cluster.etcd.max_txn_ops = {}",
+                writes.len(),
+                self.settings.max_txn_ops
+            )));
+        }
+        let ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(k, v, None),
+                None => TxnOp::delete(k, None),
+            })
+            .collect();
+        let reads: Vec<TxnOp> = compared
+            .iter()
+            .map(|k| TxnOp::get(k.clone(), None))
+            .collect();
+        Ok((
+            Txn::new().when(compares).and_then(ops).or_else(reads),
+            compared,
+        ))
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<Commit, StoreError> {
+        if batch.is_empty() {
+            return Ok(Commit::Committed);
+        }
+        let (txn, compared) = self.txn(batch)?;
+        let started = Instant::now();
+        let mut kv = self.client.kv_client();
+        let res = tokio::time::timeout(self.settings.request_timeout, kv.txn(txn)).await;
+        let resp = match res {
+            Ok(Ok(r)) => {
+                observe("txn", started, true);
+                r
+            }
+            Ok(Err(e)) => {
+                observe("txn", started, false);
+                tracing::warn!(error = %e, "etcd transaction failed; outcome unknown");
+                return Ok(Commit::Unknown);
+            }
+            Err(_) => {
+                observe("txn", started, false);
+                tracing::warn!("etcd transaction timed out; outcome unknown");
+                return Ok(Commit::Unknown);
+            }
+        };
+        let revision = resp.header().map_or(0, |h| h.revision()).max(0) as u64;
+        if resp.succeeded() {
+            // Read-your-writes: this node's reads show the batch when the caller goes on.
+            if !self
+                .wait_applied(revision, self.settings.request_timeout)
+                .await
+            {
+                tracing::warn!(revision, "cache has not applied a committed batch in time");
+            }
+            return Ok(Commit::Committed);
+        }
+        // Lost: wait until the cache shows the state that won (the newest compared key).
+        let mut target = 0u64;
+        let mut absent = false;
+        for r in resp.op_responses() {
+            if let etcd_client::TxnOpResponse::Get(g) = r {
+                match g.kvs().first() {
+                    Some(kv) => target = target.max(kv.mod_revision().max(0) as u64),
+                    None => absent = true,
+                }
+            }
+        }
+        if absent || compared.is_empty() {
+            // A deleted key's deletion revision is not returned: wait briefly for the current one.
+            self.wait_applied(revision, Duration::from_millis(200))
+                .await;
+        }
+        self.wait_applied(target, self.settings.request_timeout)
+            .await;
+        Ok(Commit::Conflict)
+    }
+
+    async fn append_request(&self, op: Operation, at: Millis) -> Result<RequestRecord, StoreError> {
+        let counter = self.layout.request_counter();
+        let mut kv = self.client.kv_client();
+        for _ in 0..64 {
+            let started = Instant::now();
+            let got = kv.get(counter.clone(), None).await;
+            observe("get", started, got.is_ok());
+            let got = got.map_err(etcd_err)?;
+            let (last, mod_rev) = match got.kvs().first() {
+                Some(kv) => (
+                    <[u8; 8]>::try_from(kv.value())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0),
+                    kv.mod_revision(),
+                ),
+                None => (0, 0),
+            };
+            let rec = RequestRecord {
+                seq: last + 1,
+                op: op.clone(),
+                status: RequestStatus::Pending,
+                error: None,
+                submitted_at: at,
+                processed_at: None,
+            };
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    counter.clone(),
+                    CompareOp::Equal,
+                    mod_rev,
+                )])
+                .and_then(vec![
+                    TxnOp::put(self.layout.request(rec.seq), encoding::encode(&rec), None),
+                    TxnOp::put(counter.clone(), rec.seq.to_be_bytes().to_vec(), None),
+                ]);
+            let started = Instant::now();
+            let resp = kv.txn(txn).await;
+            observe("txn", started, resp.is_ok());
+            let resp = resp.map_err(|e| StoreError::Unknown(format!("etcd: {e}")))?;
+            if resp.succeeded() {
+                let revision = resp.header().map_or(0, |h| h.revision()).max(0) as u64;
+                self.wait_applied(revision, self.settings.request_timeout)
+                    .await;
+                return Ok(rec);
+            }
+        }
+        Err(StoreError::Conflict("the request log (64 attempts)".into()))
+    }
+
+    async fn read_back(&self, imsi: Imsi) -> Result<Option<SimRecord>, StoreError> {
+        let key = self.layout.sim(&imsi);
+        let started = Instant::now();
+        let got = self.client.kv_client().get(key.clone(), None).await;
+        observe("get", started, got.is_ok());
+        let got = got.map_err(etcd_err)?;
+        let Some(kv) = got.kvs().first() else {
+            return Ok(None);
+        };
+        match self
+            .layout
+            .parse(&key, Some(kv.value()), kv.mod_revision())?
+        {
+            Parsed::Data(Change::PutSim(s)) => {
+                // Keep the cache's last-seen (it is not part of the SIM key).
+                let local = self.cache.sim(&imsi)?;
+                Ok(Some(SimRecord {
+                    last_seen: local.as_ref().and_then(|l| l.last_seen).or(s.last_seen),
+                    last_seen_at: local
+                        .as_ref()
+                        .and_then(|l| l.last_seen_at)
+                        .or(s.last_seen_at),
+                    ..s
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+fn rev_compare(key: &[u8], expect_rev: u64) -> Compare {
+    Compare::mod_revision(
+        key.to_vec(),
+        CompareOp::Equal,
+        i64::try_from(expect_rev).unwrap_or(i64::MAX),
+    )
+}
+
+impl Ledger for EtcdStore {
+    fn commit(&self, batch: Batch, _durability: Durability) -> LedgerFuture<'_, Commit> {
+        // Every etcd commit is durable on a quorum: both durabilities are the same here.
+        Box::pin(self.shared.commit(batch))
+    }
+
+    fn append_request(&self, op: Operation, at: Millis) -> LedgerFuture<'_, RequestRecord> {
+        Box::pin(self.shared.append_request(op, at))
+    }
+
+    fn read_back(&self, imsi: Imsi) -> LedgerFuture<'_, Option<SimRecord>> {
+        Box::pin(self.shared.read_back(imsi))
+    }
+
+    fn note_seen(&self, imsi: &Imsi, imei: Imei, at: Millis) -> Result<(), StoreError> {
+        self.shared.cache.note_seen(imsi, imei, at)?;
+        self.shared.seen.lock().insert(*imsi, (imei, at));
+        Ok(())
+    }
+
+    fn next_outbox_id(&self) -> u64 {
+        // Time (ms) · node (10 bits) · counter (12 bits): unique across nodes with distinct
+        // names (barring a 1-in-1024 hash collision within one millisecond's counter), and
+        // increasing on this node.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let n = u64::from(self.shared.outbox_counter.fetch_add(1, Ordering::Relaxed) & 0xfff);
+        (now << 22) | ((self.shared.node_hash & 0x3ff) << 12) | n
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.shared.cache.flush()
+    }
+
+    fn max_batch_sims(&self) -> usize {
+        (self.shared.settings.max_txn_ops / 3).max(1)
+    }
+}
