@@ -324,3 +324,20 @@ fn a_node_killed_under_sessions_restarts_and_catches_up() {
         Some(REJECT)
     );
 }
+
+#[test]
+fn nodes_restarted_one_after_the_other_still_know_each_other() {
+    let etcd = EtcdCluster::start(3);
+    let mut ds = nodes(&etcd, 2, "restart");
+    // Node 0 restarts, then node 1: node 1 resumes its watch after node 0's publications, so it
+    // must read the node records (kept in memory, not in the cache) rather than wait for the
+    // watch to bring them; else it would not wait for node 0 before reporting processed.
+    for d in ds.iter_mut() {
+        assert_eq!(d.terminate(), Some(0), "clean stop");
+        d.spawn();
+        wait_serving(d, 2);
+    }
+    for d in &ds {
+        wait_serving(d, 2);
+    }
+}
