@@ -238,6 +238,12 @@ pub trait Ledger: Send + Sync + 'static {
     fn max_batch_sims(&self) -> usize {
         10_000
     }
+    /// How many bulk batches of disjoint SIMs a bulk writer may have committing at once. 1 where
+    /// a commit is done when it returns (embedded); more where each waits on the network
+    /// (etcd), so that a large import is not one round trip per batch.
+    fn max_batches_in_flight(&self) -> usize {
+        1
+    }
 }
 
 /// Work that must run on one node at a time.

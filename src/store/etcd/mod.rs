@@ -43,6 +43,10 @@ use layout::{Layout, NodeRecord};
 
 /// Meta key of the cache: the etcd revision it has applied (8 octets BE; 0 or absent: rebuild).
 const POSITION_KEY: &str = "etcd_revision";
+/// Bulk transactions (an import's chunks of disjoint SIMs) one provisioning request keeps
+/// committing at once: etcd batches concurrent proposals into one raft round and one WAL fsync,
+/// so the import is not one round trip per `max_txn_ops / 3` SIMs.
+const BULK_TXNS_IN_FLIGHT: usize = 16;
 
 /// How to reach etcd and who this node is (from `[cluster]`).
 #[derive(Clone, Debug)]
@@ -619,6 +623,10 @@ impl Ledger for EtcdStore {
 
     fn max_batch_sims(&self) -> usize {
         (self.shared.settings.max_txn_ops / 3).max(1)
+    }
+
+    fn max_batches_in_flight(&self) -> usize {
+        BULK_TXNS_IN_FLIGHT
     }
 }
 
