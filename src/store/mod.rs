@@ -54,6 +54,10 @@ pub enum StoreError {
     },
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The backend refused a write as larger than it takes in one request (etcd's
+    /// `--max-request-bytes`): nothing was written, and the same write will never fit.
+    #[error("write too large for the storage backend: {0}")]
+    TooLarge(String),
 }
 
 /// How hard a write must be made durable before it returns.

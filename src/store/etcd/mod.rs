@@ -79,6 +79,28 @@ fn etcd_err(e: etcd_client::Error) -> StoreError {
     StoreError::Backend(format!("etcd: {e}"))
 }
 
+/// gRPC status codes of a request etcd refused for its size: INVALID_ARGUMENT ("etcdserver:
+/// request is too large", beyond `--max-request-bytes`) and RESOURCE_EXHAUSTED (beyond the gRPC
+/// message limit etcd derives from it). Either way the request was not applied.
+const GRPC_INVALID_ARGUMENT: i32 = 3;
+const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
+
+/// The refusal of a request for its size, if `e` is one.
+fn too_large(e: &etcd_client::Error) -> Option<StoreError> {
+    let etcd_client::Error::GRpcStatus(s) = e else {
+        return None;
+    };
+    let code = i32::from(s.code());
+    let sized = code == GRPC_RESOURCE_EXHAUSTED
+        || (code == GRPC_INVALID_ARGUMENT && s.message().contains("too large"));
+    sized.then(|| {
+        StoreError::TooLarge(format!(
+            "etcd: {} (the members' --max-request-bytes)",
+            s.message()
+        ))
+    })
+}
+
 /// State shared by the store and its background tasks.
 pub(crate) struct Shared {
     cache: RocksStore,
@@ -458,6 +480,9 @@ impl Shared {
             }
             Ok(Err(e)) => {
                 observe("txn", started, false);
+                if let Some(refused) = too_large(&e) {
+                    return Err(refused);
+                }
                 tracing::warn!(error = %e, "etcd transaction failed; outcome unknown");
                 return Ok(Commit::Unknown);
             }
@@ -537,7 +562,9 @@ impl Shared {
             let started = Instant::now();
             let resp = kv.txn(txn).await;
             observe("txn", started, resp.is_ok());
-            let resp = resp.map_err(|e| StoreError::Unknown(format!("etcd: {e}")))?;
+            let resp = resp.map_err(|e| {
+                too_large(&e).unwrap_or_else(|| StoreError::Unknown(format!("etcd: {e}")))
+            })?;
             if resp.succeeded() {
                 let revision = resp.header().map_or(0, |h| h.revision()).max(0) as u64;
                 self.wait_applied(revision, self.settings.request_timeout)
