@@ -219,6 +219,7 @@ impl Provisioner {
                 return bulk.finish();
             };
             let mut b = Batch::new();
+            let mut following = 0;
             for imsi in &imsis {
                 let Some(sim) = self.store.sim(imsi)? else {
                     continue;
@@ -226,6 +227,7 @@ impl Provisioner {
                 if sim.value.is_some() {
                     continue; // the SIM's own value overrides the profile
                 }
+                following += 1;
                 b.push(Op::PutEvent(value_event(
                     imsi,
                     Some(old_value),
@@ -237,7 +239,7 @@ impl Provisioner {
                     self.stage_charge(&mut b, &sim, now, now, Some(profile))?;
                 }
             }
-            bulk.commit(b, imsis.len())?;
+            bulk.commit(b, following)?;
             after = Some(last);
         }
     }

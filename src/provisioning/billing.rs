@@ -149,13 +149,15 @@ impl Provisioner {
                 return Ok(charged);
             };
             let mut b = Batch::new();
+            let mut locked = 0;
             for sim in &sims {
                 if self.effective(sim)? == ImeiManagement::Lock {
                     self.stage_charge(&mut b, sim, start, start, None)?;
-                    charged += 1;
+                    locked += 1;
                 }
             }
-            bulk.commit(b, sims.len())?;
+            charged += locked as u64;
+            bulk.commit(b, locked)?;
             after = Some(last);
         }
     }
