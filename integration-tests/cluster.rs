@@ -269,3 +269,70 @@ fn a_node_killed_under_sessions_restarts_and_catches_up() {
         common::cluster::assert_cache_equals_etcd(d);
     }
 }
+
+#[test]
+fn nodes_restarted_one_after_the_other_still_know_each_other() {
+    let etcd = EtcdCluster::start(3);
+    let mut ds = nodes(&etcd, 2, "restart");
+    // Node 0 restarts, then node 1: node 1 resumes its watch after node 0's publications, so it
+    // must read the node records (kept in memory, not in the cache) rather than wait for the
+    // watch to bring them; else it would not wait for node 0 before reporting processed.
+    for d in ds.iter_mut() {
+        assert_eq!(d.terminate(), Some(0), "clean stop");
+        d.spawn();
+        wait_serving(d, 2);
+    }
+    for d in &ds {
+        wait_serving(d, 2);
+    }
+}
+
+#[test]
+fn a_large_import_is_applied_once_and_an_oversize_one_is_refused_with_413() {
+    let etcd = EtcdCluster::start(3);
+    let ds = nodes(&etcd, 2, "import");
+    // 5 000 SIMs: 120 transactions of 42 SIMs at etcd's default --max-txn-ops, up to 16 of
+    // them in flight at once.
+    let imsis: Vec<String> = (0..5000).map(|i| format!("00102{i:010}")).collect();
+    ds[0].api().import_locked(imsis.clone());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let month = imei_lockd::provisioning::month_of(now);
+    let (s, rows) = ds[1].api().get(&format!("/v1/billing/{month}"));
+    assert_eq!(s, 200);
+    let charged = rows.as_array().unwrap();
+    assert_eq!(charged.len(), imsis.len(), "one charge per SIM");
+    for imsi in imsis.iter().step_by(499) {
+        let sim = ds[1].api().sim(imsi);
+        assert_eq!(sim["effective"], "lock", "{sim}");
+        let (_, events) = ds[1].api().get(&format!("/v1/sims/{imsi}/events"));
+        let changes = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "value_changed")
+            .count();
+        assert_eq!(changes, 1, "{events}");
+    }
+    // One request over the members' --max-request-bytes (1.5 MiB by default): 413 naming the
+    // body, not a 503 to retry; the log is not stuck behind it.
+    let mut csv = String::from("imsi,msisdn,profile,imei_management\n");
+    for i in 0..100_000 {
+        csv.push_str(&format!("00103{i:010},4917{i:09},,lock\n"));
+    }
+    let r = common::http()
+        .post(ds[0].url("/v1/sims:import"))
+        .bearer_auth(common::TOKEN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["field"], "body", "{body}");
+    ds[1]
+        .api()
+        .import_locked((0..10).map(|i| format!("00104{i:010}")));
+}

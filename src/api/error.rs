@@ -39,6 +39,16 @@ impl ApiError {
         }
     }
 
+    /// 413 for a body the store cannot take in one write (an import over etcd's request
+    /// limit in cluster mode), with the store's reason.
+    pub(super) fn too_large_for_store(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: message.into(),
+            field: Some("body".into()),
+        }
+    }
+
     /// 415 for a body whose `Content-Type` the route does not take.
     pub(super) fn unsupported_type(expected: &str, got: &str) -> Self {
         Self {

@@ -5,7 +5,9 @@
 //! leaves it unset; fields are trimmed. A bad line rejects the whole file with a 400 naming the
 //! line (`"field": "line N"`); an unknown profile is a 404 naming the line.
 //!
-//! The import is one request, processed in one go; this module only parses and submits.
+//! The import is one request, processed in one go; this module only parses and submits. In
+//! cluster mode the request is one etcd value: a file over the members' `--max-request-bytes`
+//! is refused with 413 (split it, or raise the limit).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -18,7 +20,8 @@ use super::error::{ApiError, ApiResult};
 use super::input::{check_content_type, check_msisdn, check_profile_name, BodyKind};
 use super::{accepted, store, Shared};
 use crate::context::Imsi;
-use crate::store::{ImeiManagement, ImportRow, Operation};
+use crate::provisioning::ProvisioningError;
+use crate::store::{ImeiManagement, ImportRow, Operation, StoreError};
 
 /// Largest CSV import accepted (beyond: 413): about 1.5 million rows of
 /// `imsi,msisdn,profile,imei_management`, while a hostile client cannot make one request buffer
@@ -124,7 +127,16 @@ async fn import_sims(
         .provisioner
         .submit(Operation::Import { rows })
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| match e {
+            ProvisioningError::Store(StoreError::TooLarge(why)) => {
+                tracing::info!(rows = n, reason = %why, "SIM import refused: too large for the store");
+                ApiError::too_large_for_store(format!(
+                    "{n} rows are more than the cluster store takes in one request ({why}): \
+                     split the file"
+                ))
+            }
+            e => ApiError::internal(e),
+        })?;
     tracing::info!(request = rec.seq, rows = n, "SIM import accepted");
     Ok(accepted(&rec))
 }

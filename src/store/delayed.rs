@@ -160,6 +160,10 @@ impl Ledger for Delayed {
     fn max_batch_sims(&self) -> usize {
         self.inner.max_batch_sims()
     }
+
+    fn max_batches_in_flight(&self) -> usize {
+        self.inner.max_batches_in_flight()
+    }
 }
 
 impl Coordination for Delayed {

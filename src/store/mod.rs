@@ -54,6 +54,10 @@ pub enum StoreError {
     },
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The backend refused a write as larger than it takes in one request (etcd's
+    /// `--max-request-bytes`): nothing was written, and the same write will never fit.
+    #[error("write too large for the storage backend: {0}")]
+    TooLarge(String),
 }
 
 /// How hard a write must be made durable before it returns.
@@ -257,6 +261,12 @@ pub trait Ledger: Send + Sync + 'static {
     /// (each SIM may bring a record, an event and a charge).
     fn max_batch_sims(&self) -> usize {
         10_000
+    }
+    /// How many bulk batches of disjoint SIMs a bulk writer may have committing at once. 1 where
+    /// a commit is done when it returns (embedded); more where each waits on the network
+    /// (etcd), so that a large import is not one round trip per batch.
+    fn max_batches_in_flight(&self) -> usize {
+        1
     }
 }
 

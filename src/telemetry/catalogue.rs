@@ -229,7 +229,7 @@ pub const FAMILIES: &[Family] = &[
         COUNT,
         "REST API requests refused with 401: missing or wrong bearer token.",
     ),
-    // Provisioning (src/provisioning.rs).
+    // Provisioning (src/provisioning/).
     family(
         "imei_lockd_provisioning_requests_total",
         Counter,
@@ -242,6 +242,14 @@ pub const FAMILIES: &[Family] = &[
         Gauge,
         COUNT,
         "Provisioning requests accepted and not yet processed.",
+    ),
+    family(
+        "imei_lockd_provisioning_bulk_sims_total",
+        Counter,
+        COUNT,
+        "SIMs in the bulk batches provisioning committed (an import's chunks, a profile \
+         change's fan-out, a month roll-over), counted as each batch commits: its rate is an \
+         import's progress. A batch written again after a failed attempt counts again.",
     ),
     // Alerts (src/alerts.rs).
     family(

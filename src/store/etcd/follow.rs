@@ -10,6 +10,9 @@
 //!   compaction, detected here rather than assumed away);
 //! - the cache has no position (first start, or a rebuild interrupted by a crash).
 //!
+//! On a resume (the cache has a position) the node records and singleton holders, which live in
+//! memory and not in the cache, are read at that position first.
+//!
 //! This module decides nothing about sessions; it only keeps the cache equal to etcd.
 
 use std::collections::HashMap;
@@ -28,6 +31,8 @@ use crate::store::{LocalRead, StoreError};
 
 /// Keys per page of a rebuild read.
 const PAGE: i64 = 2_000;
+/// gRPC status code OUT_OF_RANGE: etcd's answer to a read at a compacted revision.
+const GRPC_OUT_OF_RANGE: i32 = 11;
 
 /// Why the watch stopped.
 enum Stop {
@@ -48,6 +53,11 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
+        } else if let Err(e) = load_membership(&shared, shared.applied()).await {
+            tracing::warn!(error = %e, "reading the cluster's nodes from etcd failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
         }
         match watch(&shared).await {
             Ok(Stop::Rebuild(reason)) => {
@@ -214,6 +224,52 @@ fn lock_changed(shared: &Shared, name: String, holder: Option<String>) {
     }
     // A released singleton is taken over at once by whoever sees it first.
     shared.state_changed.notify_waiters();
+}
+
+/// Node records and singleton holders as of `revision`, the cache's position. They live in
+/// memory only (the cache holds data), so a node that resumes its watch reads them first: else
+/// it would not know the nodes that published before it stopped, and would not wait for them.
+/// The watch then continues from `revision + 1`, so nothing is applied twice or out of order.
+/// A compacted `revision` is left to the watch, which meets it too and rebuilds (reading these
+/// keys again).
+async fn load_membership(shared: &Shared, revision: u64) -> Result<(), StoreError> {
+    let mut kv = shared.client.kv_client();
+    let mut nodes = Vec::new();
+    let mut locks = Vec::new();
+    for prefix in [shared.layout.node(""), shared.layout.lock("")] {
+        let opts = GetOptions::new()
+            .with_range(Layout::range_end(&prefix))
+            .with_revision(i64::try_from(revision).unwrap_or(i64::MAX));
+        let t = Instant::now();
+        let got = kv.get(prefix, Some(opts)).await;
+        observe("get", t, got.is_ok());
+        let got = match got {
+            Ok(g) => g,
+            Err(etcd_client::Error::GRpcStatus(s)) if i32::from(s.code()) == GRPC_OUT_OF_RANGE => {
+                return Ok(());
+            }
+            Err(e) => return Err(etcd_err(e)),
+        };
+        for item in got.kvs() {
+            match shared
+                .layout
+                .parse(item.key(), Some(item.value()), item.mod_revision())
+            {
+                Ok(Parsed::Node(n, r)) => nodes.push((n, r)),
+                Ok(Parsed::Lock(n, h)) => locks.push((n, h)),
+                _ => {}
+            }
+        }
+    }
+    shared.nodes.write().clear();
+    shared.locks.write().clear();
+    for (n, r) in nodes {
+        node_changed(shared, n, r);
+    }
+    for (n, h) in locks {
+        lock_changed(shared, n, h);
+    }
+    Ok(())
 }
 
 /// Reads everything under the prefix at one revision into an emptied cache.

@@ -49,7 +49,6 @@ use layout::{Layout, NodeRecord};
 
 /// Meta key of the cache: the etcd revision it has applied (8 octets BE; 0 or absent: rebuild).
 const POSITION_KEY: &str = "etcd_revision";
-
 /// How to reach etcd and who this node is (from `[cluster]`).
 #[derive(Clone, Debug)]
 pub struct EtcdSettings {

@@ -4,10 +4,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use super::*;
-use crate::context::{AuthContext, Phase, PresentedImei, Reason};
+use crate::context::{AuthContext, Interface, Phase, PresentedImei, Reason};
 use crate::engine::{Engine, EnginePolicy};
 use crate::store::memory::MemStore;
-use crate::store::ImportRow;
+use crate::store::{Charge, EventKind, ImeiManagement, ImportRow, Millis};
 
 struct TestClock(AtomicI64);
 
