@@ -387,6 +387,34 @@ fn events_past_their_retention_leave_etcd_and_every_cache() {
     };
     let before = events(&ds[1]).len();
     assert!(before >= 2, "a bind and a mismatch: {:?}", events(&ds[1]));
+    // An import's value_changed events are written as one bundle key in etcd; they expire with
+    // the rest.
+    let imported: Vec<String> = (0..40)
+        .map(|i| format!("00101000000{:04}", 2000 + i))
+        .collect();
+    ds[0].api().import_locked(imported.clone());
+    let bundles = |etcd: &EtcdCluster| {
+        let (rc, out) = etcd.etcdctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("{prefix}/evbundle/"),
+        ]);
+        assert_eq!(rc, 0, "{out}");
+        out.lines().filter(|l| l.contains("/evbundle/")).count()
+    };
+    assert_eq!(bundles(&etcd), 1, "one bundle for the import's events");
+    let sim_events = |d: &Daemon, imsi: &str| {
+        let (st, v) = d.api().get(&format!("/v1/sims/{imsi}/events"));
+        assert_eq!(st, 200, "{v}");
+        v.as_array().map_or(0, Vec::len)
+    };
+    for d in &ds {
+        assert!(
+            imported.iter().all(|i| sim_events(d, i) == 1),
+            "one event per imported SIM"
+        );
+    }
     // 31 days later (both nodes restarted with their clocks ahead): one new mismatch; the
     // retention singleton deletes the old events, on every node.
     for d in &mut ds {
@@ -413,11 +441,29 @@ fn events_past_their_retention_leave_etcd_and_every_cache() {
         assert_eq!(left.len(), 1, "only the new event is left: {left:?}");
         assert_eq!(left[0]["imei"], "49015420323752", "{left:?}");
     }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ds
+        .iter()
+        .any(|d| imported.iter().any(|i| sim_events(d, i) != 0))
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(100));
+    }
+    for d in &ds {
+        for i in &imported {
+            assert_eq!(sim_events(d, i), 0, "imported SIM {i}'s event expired");
+        }
+    }
+    assert_eq!(bundles(&etcd), 0, "the bundle left etcd");
     let expired: f64 = ds
         .iter()
         .map(|d| counter(&metrics_text(d), "imei_lockd_events_expired_total", &[]))
         .sum();
-    assert_eq!(expired, before as f64, "each old event deleted once");
+    assert_eq!(
+        expired,
+        (before + imported.len()) as f64,
+        "each old event deleted once"
+    );
     for d in &ds {
         assert_cache_equals_etcd(d);
     }

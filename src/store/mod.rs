@@ -86,7 +86,9 @@ pub enum Op {
     },
     PutProfile(ProfileRecord),
     PutEvent(Event),
-    /// Delete one event (retention), by the id [`LocalRead::expired_events`] gave.
+    /// Delete one event (retention), by the id [`LocalRead::expired_events`] gave. Only
+    /// retention deletes events, oldest first: a store may delete, with it, other events no
+    /// newer than it (etcd deletes bulk writes' events by bundle).
     DeleteEvent(EventId),
     PutRequest(RequestRecord),
     PutCharge(Charge),

@@ -127,11 +127,34 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
             let Some(kv) = ev.kv() else { continue };
             let rev = kv.mod_revision().max(0) as u64;
             last = last.max(rev);
-            let value = match ev.event_type() {
-                EventType::Put => Some(kv.value()),
-                EventType::Delete => None,
+            let parsed = match ev.event_type() {
+                EventType::Put => {
+                    shared
+                        .layout
+                        .parse(kv.key(), Some(kv.value()), kv.mod_revision())
+                }
+                EventType::Delete => shared.layout.parse_deleted(
+                    kv.key(),
+                    ev.prev_kv().map(|p| p.value()),
+                    kv.mod_revision(),
+                ),
             };
-            match shared.layout.parse(kv.key(), value, kv.mod_revision()) {
+            if ev.event_type() == EventType::Delete
+                && ev.prev_kv().is_none()
+                && kv.key().starts_with(&shared.layout.event_bundles())
+            {
+                // Which events went is unknown without the bundle's previous value.
+                tracing::warn!(
+                    revision = rev,
+                    "event bundle deleted without prev_kv; rebuilding"
+                );
+                return Ok(Stop::Rebuild("gap"));
+            }
+            match parsed {
+                Ok(Parsed::Bundle(list)) => {
+                    data = Some(rev);
+                    changes.extend(list);
+                }
                 Ok(Parsed::Data(change)) => {
                     if let Some(imsi) = sim_of(&change) {
                         let prev = ev.prev_kv().map(|p| p.mod_revision().max(0) as u64);
@@ -373,6 +396,10 @@ pub(super) async fn read_at(
                 Ok(Parsed::Data(c)) => {
                     read.data_rev = read.data_rev.max(item.mod_revision().max(0) as u64);
                     changes.push(c);
+                }
+                Ok(Parsed::Bundle(list)) => {
+                    read.data_rev = read.data_rev.max(item.mod_revision().max(0) as u64);
+                    changes.extend(list);
                 }
                 Ok(Parsed::Node(n, r)) => {
                     read.data_rev = read.data_rev.max(r.as_ref().map_or(0, |r| r.data_rev));

@@ -5,9 +5,11 @@
 //! | `P/sim/<imsi>` | [`SimRecord`] (its `rev` is the key's `mod_revision`, not the stored one) |
 //! | `P/profile/<name>` | [`ProfileRecord`] |
 //! | `P/event/<imsi>/<at:016x><counter:08x>` | [`Event`] |
+//! | `P/evbundle/<at:016x><counter:08x>` | events of one bulk write, all at `at`: `Vec<(counter, Event)>` |
 //! | `P/req/<seq:020>` | [`RequestRecord`] |
 //! | `P/reqseq` | last request sequence number (8 octets BE) |
 //! | `P/charge/<YYYY-MM>/<imsi>` | [`Charge`] |
+//! | `P/chbundle/<YYYY-MM>/<at:016x><counter:08x>` | charges of one bulk write: `Vec<Charge>` |
 //! | `P/outbox/<id:020>` | [`OutboxEntry`] |
 //! | `P/meta/<name>` | raw bytes (provisioning cursor, billed month) |
 //! | `P/seen/<imsi>` | last-seen IMEI (8 octets BE) and time (8 octets BE) |
@@ -15,6 +17,15 @@
 //! | `P/lock/<singleton>` | the holder's node name, attached to its lease |
 //!
 //! Values use the same versioned encoding as the embedded store ([`super::super::encoding`]).
+//!
+//! **Bundles.** A bulk write (an import's chunk, a profile change's fan-out, a month roll-over)
+//! puts its events and its charges as one key each instead of one key per SIM: etcd's cost is
+//! per key (raft entry size, MVCC index, bbolt page), and a SIM then costs one key (its
+//! record) instead of three. A bundle parses into the same cache changes its records would
+//! have; nodes' caches cannot tell the two apart. Charges are never deleted. An event bundle
+//! holds events of one time, which its key starts with, and is deleted whole by retention (a
+//! range delete up to a time takes exactly the bundles of events no newer); the watch's
+//! `prev_kv` says which events the deletion removes.
 //! This module only names keys and turns key-values into cache [`Change`]s; it does no I/O.
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::Imsi;
 use crate::imei::Imei;
 use crate::store::rocks::replica::Change;
-use crate::store::{encoding, Millis, SimRecord, StoreError};
+use crate::store::{encoding, Charge, Event, Millis, SimRecord, StoreError};
 
 /// A node's published state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +52,8 @@ pub struct NodeRecord {
 pub enum Parsed {
     /// A record the cache holds.
     Data(Change),
+    /// Several (a bundle's), or their deletion.
+    Bundle(Vec<Change>),
     /// A record removed from the cache.
     Node(String, Option<NodeRecord>),
     Lock(String, Option<String>),
@@ -96,6 +109,24 @@ impl Layout {
     pub fn event(&self, imsi: &Imsi, at: Millis, counter: u32) -> Vec<u8> {
         let id = format!("{:016x}{counter:08x}", at.max(0));
         self.key(&["event", imsi.as_str(), &id])
+    }
+    /// An event bundle's key; `at` is the time of its events.
+    pub fn event_bundle(&self, at: Millis, counter: u32) -> Vec<u8> {
+        let id = format!("{:016x}{counter:08x}", at.max(0));
+        self.key(&["evbundle", &id])
+    }
+    /// `P/evbundle/`: every event bundle.
+    pub fn event_bundles(&self) -> Vec<u8> {
+        self.key(&["evbundle", ""])
+    }
+    /// The first event-bundle key after every bundle of events at or before `at`.
+    pub fn event_bundles_end(&self, at: Millis) -> Vec<u8> {
+        let id = format!("{:016x}", at.max(0).saturating_add(1));
+        self.key(&["evbundle", &id])
+    }
+    pub fn charge_bundle(&self, month: &str, at: Millis, counter: u32) -> Vec<u8> {
+        let id = format!("{:016x}{counter:08x}", at.max(0));
+        self.key(&["chbundle", month, &id])
     }
     pub fn request(&self, seq: u64) -> Vec<u8> {
         self.key(&["req", &format!("{seq:020}")])
@@ -182,6 +213,25 @@ impl Layout {
                     },
                 }
             }
+            ("evbundle", Some(v)) => {
+                let events: Vec<(u32, Event)> = decode(key, v)?;
+                return Ok(Parsed::Bundle(
+                    events
+                        .into_iter()
+                        .map(|(counter, event)| Change::PutEvent {
+                            at: event.at,
+                            counter,
+                            event,
+                        })
+                        .collect(),
+                ));
+            }
+            ("chbundle", Some(v)) => {
+                let charges: Vec<Charge> = decode(key, v)?;
+                return Ok(Parsed::Bundle(
+                    charges.into_iter().map(Change::PutCharge).collect(),
+                ));
+            }
             ("req", Some(v)) => Change::PutRequest(decode(key, v)?),
             ("charge", Some(v)) => Change::PutCharge(decode(key, v)?),
             ("outbox", v) => {
@@ -221,6 +271,48 @@ impl Layout {
 }
 
 impl Layout {
+    /// What the deletion of `key`, which held `prev` (the watch's `prev_kv`), removes: for an
+    /// event bundle the deletion of each of its events; for any other key what
+    /// [`Layout::parse`] says of a deletion.
+    ///
+    /// # Errors
+    /// As [`Layout::parse`]; also an event bundle deleted without its previous value (the
+    /// caller cannot know which events went: it must rebuild).
+    pub fn parse_deleted(
+        &self,
+        key: &[u8],
+        prev: Option<&[u8]>,
+        mod_revision: i64,
+    ) -> Result<Parsed, StoreError> {
+        let bundles = self.event_bundles();
+        if !key.starts_with(&bundles) {
+            return self.parse(key, None, mod_revision);
+        }
+        let Some(prev) = prev else {
+            return Err(StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                source: encoding::EncodingError::Malformed(
+                    "event bundle deleted without its previous value".into(),
+                ),
+            });
+        };
+        let Parsed::Bundle(puts) = self.parse(key, Some(prev), mod_revision)? else {
+            return Ok(Parsed::Other);
+        };
+        Ok(Parsed::Bundle(
+            puts.into_iter()
+                .filter_map(|c| match c {
+                    Change::PutEvent { at, counter, event } => Some(Change::DeleteEvent {
+                        imsi: event.imsi,
+                        at,
+                        counter,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        ))
+    }
+
     /// The key and value under which etcd holds what `change` puts (the inverse of
     /// [`Layout::parse`]: an event keeps its id, a request its sequence number, an outbox entry
     /// its id); `None` for a deletion, which is no record. A SIM's stored `rev` is written as
@@ -386,6 +478,93 @@ mod tests {
             assert_eq!(back, change);
         }
         assert!(l.encode(&Change::DeleteOutbox(7)).is_none());
+    }
+
+    /// A bundle parses into the records it holds; its deletion (with its previous value) into
+    /// the deletion of each event; without the previous value it is an error, not a silent
+    /// no-op. The range end for retention takes bundles of events up to a time, no newer.
+    #[test]
+    fn bundles_parse_into_their_records() {
+        use crate::context::Interface;
+        use crate::store::EventKind;
+        let l = Layout::new("/p");
+        let imsis: Vec<Imsi> = [b"001010000000001", b"001010000000002"]
+            .iter()
+            .map(|i| Imsi::parse(*i).unwrap())
+            .collect();
+        let events: Vec<(u32, Event)> = imsis
+            .iter()
+            .enumerate()
+            .map(|(i, imsi)| {
+                let counter = u32::try_from(i).unwrap();
+                let event = Event {
+                    kind: EventKind::ValueChanged,
+                    imsi: *imsi,
+                    at: 1_000,
+                    interface: Interface::Api,
+                    peer: "api".into(),
+                    imei: None,
+                    bound: None,
+                    detail: Some("request 7".into()),
+                };
+                (counter, event)
+            })
+            .collect();
+        let key = l.event_bundle(1_000, 9);
+        let value = encoding::encode(&events);
+        let Parsed::Bundle(puts) = l.parse(&key, Some(&value), 5).unwrap() else {
+            panic!("not a bundle");
+        };
+        assert_eq!(puts.len(), 2);
+        assert!(
+            matches!(&puts[1], Change::PutEvent { at: 1_000, counter: 1, event }
+            if event.imsi == imsis[1])
+        );
+        let Parsed::Bundle(dels) = l.parse_deleted(&key, Some(&value), 6).unwrap() else {
+            panic!("not a bundle");
+        };
+        assert_eq!(
+            dels,
+            vec![
+                Change::DeleteEvent {
+                    imsi: imsis[0],
+                    at: 1_000,
+                    counter: 0
+                },
+                Change::DeleteEvent {
+                    imsi: imsis[1],
+                    at: 1_000,
+                    counter: 1
+                },
+            ]
+        );
+        assert!(l.parse_deleted(&key, None, 6).is_err());
+        assert!(matches!(
+            l.parse_deleted(&l.outbox(3), None, 6).unwrap(),
+            Parsed::Data(Change::DeleteOutbox(3))
+        ));
+        // Retention's range: [P/evbundle/, end) holds bundles at <= 1 000, not 1 001.
+        let end = l.event_bundles_end(1_000);
+        assert!(key.as_slice() < end.as_slice() && key.starts_with(&l.event_bundles()));
+        assert!(l.event_bundle(1_001, 0).as_slice() >= end.as_slice());
+        let charges = vec![Charge {
+            imsi: imsis[0],
+            month: "2026-12".into(),
+            amount: "1.00".into(),
+            currency: "EUR".into(),
+            first_lock_at: 1_000,
+        }];
+        let Parsed::Bundle(c) = l
+            .parse(
+                &l.charge_bundle("2026-12", 1_000, 1),
+                Some(&encoding::encode(&charges)),
+                5,
+            )
+            .unwrap()
+        else {
+            panic!("not a bundle");
+        };
+        assert_eq!(c, vec![Change::PutCharge(charges[0].clone())]);
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! This module decides nothing (the engine and provisioning judge) and reads no session state of
 //! its own: reads are the cache's.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 
 use super::layout::Parsed;
 use super::{etcd_err, observe, EtcdStore, Shared};
@@ -18,8 +19,8 @@ use crate::context::Imsi;
 use crate::imei::Imei;
 use crate::store::rocks::replica::Change;
 use crate::store::{
-    encoding, Batch, Commit, Durability, Ledger, LedgerFuture, LocalRead, Millis, Op, Operation,
-    RequestRecord, RequestStatus, SimRecord, StoreError,
+    encoding, Batch, Charge, Commit, Durability, Event, Ledger, LedgerFuture, LocalRead, Millis,
+    Op, Operation, RequestRecord, RequestStatus, SimRecord, StoreError,
 };
 
 /// Bulk transactions (an import's chunks of disjoint SIMs) one provisioning request keeps
@@ -56,18 +57,61 @@ fn too_large(e: &etcd_client::Error) -> Option<StoreError> {
     })
 }
 
+/// Events (and charges) of one batch from which on they are put as one bundle key
+/// ([`super::layout`]): bulk writes; a session's bind keeps its event under its own key.
+pub(super) const BUNDLE_MIN: usize = 8;
+
+/// A transaction's writes, one per key (a later write of a key replaces the earlier one, in
+/// place), in order.
+#[derive(Default)]
+struct Writes {
+    list: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl Writes {
+    fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        match self.index.get(&key) {
+            Some(&i) => {
+                if let Some(slot) = self.list.get_mut(i) {
+                    slot.1 = value;
+                }
+            }
+            None => {
+                self.index.insert(key.clone(), self.list.len());
+                self.list.push((key, value));
+            }
+        }
+    }
+}
+
 impl Shared {
+    /// A counter that keeps this node's event and bundle keys of one millisecond apart from
+    /// each other and (by the node's hash) from other nodes'.
+    fn next_counter(&self) -> u32 {
+        (self.node_hash as u32).wrapping_add(self.outbox_counter.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// The transaction for `batch`: its compares, its writes (one per key, the last wins), and
     /// on failure reads of the compared keys (to know how far the cache must get).
     fn txn(&self, batch: Batch) -> Result<(Txn, Vec<Vec<u8>>), StoreError> {
         let l = &self.layout;
         let mut compares = Vec::new();
         let mut compared: Vec<Vec<u8>> = Vec::new();
-        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        let mut put = |key: Vec<u8>, value: Option<Vec<u8>>| {
-            writes.retain(|(k, _)| *k != key);
-            writes.push((key, value));
-        };
+        let mut writes = Writes::default();
+        let events = batch
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::PutEvent(_)))
+            .count();
+        let charges = batch
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::PutCharge(_)))
+            .count();
+        let mut bundled_events: BTreeMap<Millis, Vec<(u32, Event)>> = BTreeMap::new();
+        let mut bundled_charges: BTreeMap<String, Vec<Charge>> = BTreeMap::new();
+        let mut expired_up_to: Option<Millis> = None;
         for op in batch.ops {
             match op {
                 Op::PutSim { sim, expect_rev } => {
@@ -76,7 +120,7 @@ impl Shared {
                         compares.push(rev_compare(&key, expect_rev));
                         compared.push(key.clone());
                     }
-                    put(key, Some(encoding::encode(&sim)));
+                    writes.put(key, Some(encoding::encode(&sim)));
                 }
                 Op::DeleteSim { imsi, expect_rev } => {
                     let key = l.sim(&imsi);
@@ -84,27 +128,42 @@ impl Shared {
                         compares.push(rev_compare(&key, expect_rev));
                         compared.push(key.clone());
                     }
-                    put(key, None);
+                    writes.put(key, None);
                 }
-                Op::PutProfile(p) => put(l.profile(&p.name), Some(encoding::encode(&p))),
+                Op::PutProfile(p) => writes.put(l.profile(&p.name), Some(encoding::encode(&p))),
                 Op::PutEvent(ev) => {
-                    let counter = (self.node_hash as u32)
-                        .wrapping_add(self.outbox_counter.fetch_add(1, Ordering::Relaxed));
-                    put(
-                        l.event(&ev.imsi, ev.at, counter),
-                        Some(encoding::encode(&ev)),
-                    );
+                    let counter = self.next_counter();
+                    if events >= BUNDLE_MIN {
+                        bundled_events.entry(ev.at).or_default().push((counter, ev));
+                    } else {
+                        writes.put(
+                            l.event(&ev.imsi, ev.at, counter),
+                            Some(encoding::encode(&ev)),
+                        );
+                    }
                 }
                 Op::DeleteEvent(id) => {
-                    // Ids come from the cache, whose counters are etcd's (32 bits).
+                    // Ids come from the cache, whose counters are etcd's (32 bits). An event
+                    // that came in a bundle has no key of its own (this delete is then a no-op):
+                    // its bundle goes with the range delete below, which takes every bundle of
+                    // events no newer than the newest deleted here (only retention deletes
+                    // events, oldest first: all of them are expired too).
                     let counter = u32::try_from(id.counter).unwrap_or(u32::MAX);
-                    put(l.event(&id.imsi, id.at, counter), None);
+                    writes.put(l.event(&id.imsi, id.at, counter), None);
+                    expired_up_to = Some(expired_up_to.map_or(id.at, |t| t.max(id.at)));
                 }
-                Op::PutRequest(r) => put(l.request(r.seq), Some(encoding::encode(&r))),
-                Op::PutCharge(c) => put(l.charge(&c.month, &c.imsi), Some(encoding::encode(&c))),
-                Op::PutOutbox { id, entry } => put(l.outbox(id), Some(encoding::encode(&entry))),
-                Op::DeleteOutbox { id } => put(l.outbox(id), None),
-                Op::PutMeta { key, value } => put(l.meta(&key), Some(value)),
+                Op::PutRequest(r) => writes.put(l.request(r.seq), Some(encoding::encode(&r))),
+                Op::PutCharge(c) if charges >= BUNDLE_MIN => {
+                    bundled_charges.entry(c.month.clone()).or_default().push(c);
+                }
+                Op::PutCharge(c) => {
+                    writes.put(l.charge(&c.month, &c.imsi), Some(encoding::encode(&c)));
+                }
+                Op::PutOutbox { id, entry } => {
+                    writes.put(l.outbox(id), Some(encoding::encode(&entry)));
+                }
+                Op::DeleteOutbox { id } => writes.put(l.outbox(id), None),
+                Op::PutMeta { key, value } => writes.put(l.meta(&key), Some(value)),
                 Op::ExpectMeta { key, value } => {
                     let k = l.meta(&key);
                     compares.push(match value {
@@ -115,20 +174,34 @@ impl Shared {
                 }
             }
         }
-        if writes.len() > self.settings.max_txn_ops {
+        // One bundle per event time (a bulk write stamps all its events alike), so a bundle's
+        // key says how old all of its events are.
+        for (at, list) in bundled_events {
+            let key = l.event_bundle(at, self.next_counter());
+            writes.put(key, Some(encoding::encode(&list)));
+        }
+        for (month, list) in bundled_charges {
+            let at = list.iter().map(|c| c.first_lock_at).max().unwrap_or(0);
+            let key = l.charge_bundle(&month, at, self.next_counter());
+            writes.put(key, Some(encoding::encode(&list)));
+        }
+        let mut ops = Vec::with_capacity(writes.list.len() + 1);
+        if let Some(up_to) = expired_up_to {
+            // Retention: the event bundles whose newest event is expired too.
+            let range = DeleteOptions::new().with_range(l.event_bundles_end(up_to));
+            ops.push(TxnOp::delete(l.event_bundles(), Some(range)));
+        }
+        ops.extend(writes.list.into_iter().map(|(k, v)| match v {
+            Some(v) => TxnOp::put(k, v, None),
+            None => TxnOp::delete(k, None),
+        }));
+        if ops.len() > self.settings.max_txn_ops {
             return Err(StoreError::Backend(format!(
                 "a batch of {} writes exceeds cluster.etcd.max_txn_ops = {}",
-                writes.len(),
+                ops.len(),
                 self.settings.max_txn_ops
             )));
         }
-        let ops: Vec<TxnOp> = writes
-            .into_iter()
-            .map(|(k, v)| match v {
-                Some(v) => TxnOp::put(k, v, None),
-                None => TxnOp::delete(k, None),
-            })
-            .collect();
         let reads: Vec<TxnOp> = compared
             .iter()
             .map(|k| TxnOp::get(k.clone(), None))
@@ -296,6 +369,19 @@ fn rev_compare(key: &[u8], expect_rev: u64) -> Compare {
     )
 }
 
+/// SIMs per bulk batch for a transaction limit of `max_txn_ops` writes: each SIM one write (its
+/// record), plus the batch's two bundles, or, below [`BUNDLE_MIN`], up to `BUNDLE_MIN - 1`
+/// events and as many charges under their own keys; three writes a SIM where the limit is too
+/// small for bundles to matter.
+fn max_batch_sims(max_txn_ops: usize) -> usize {
+    let unbundled = 2 * (BUNDLE_MIN - 1);
+    if max_txn_ops >= 3 * BUNDLE_MIN {
+        max_txn_ops - unbundled
+    } else {
+        (max_txn_ops / 3).max(1)
+    }
+}
+
 impl Ledger for EtcdStore {
     fn commit(&self, batch: Batch, _durability: Durability) -> LedgerFuture<'_, Commit> {
         // Every etcd commit is durable on a quorum: both durabilities are the same here.
@@ -332,10 +418,49 @@ impl Ledger for EtcdStore {
     }
 
     fn max_batch_sims(&self) -> usize {
-        (self.shared.settings.max_txn_ops / 3).max(1)
+        max_batch_sims(self.shared.settings.max_txn_ops)
     }
 
     fn max_batches_in_flight(&self) -> usize {
         (BULK_OPS_IN_FLIGHT / self.shared.settings.max_txn_ops.max(1)).clamp(1, BULK_TXNS_IN_FLIGHT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bulk batch of `max_batch_sims` SIMs, with an event and a charge each (two bundles), or
+    /// below the bundle threshold every event and charge under its own key, stays within the
+    /// transaction limit.
+    #[test]
+    fn bulk_batches_fit_the_transaction_limit() {
+        for ops in [3, 5, 23, 24, 128, 1024, 10_000] {
+            let sims = max_batch_sims(ops);
+            assert!(sims >= 1, "{ops}");
+            let worst = if sims >= BUNDLE_MIN {
+                sims + 2
+            } else {
+                3 * sims
+            };
+            let worst_small = (BUNDLE_MIN - 1).min(sims);
+            assert!(worst <= ops, "{ops} ops: {sims} SIMs need {worst}");
+            assert!(sims + 2 * worst_small <= ops.max(3 * sims), "{ops}");
+        }
+        assert_eq!(max_batch_sims(128), 114);
+        assert_eq!(max_batch_sims(1024), 1010);
+        assert_eq!(max_batch_sims(12), 4);
+    }
+
+    #[test]
+    fn a_key_written_twice_keeps_its_place_and_last_value() {
+        let mut w = Writes::default();
+        w.put(b"a".to_vec(), Some(b"1".to_vec()));
+        w.put(b"b".to_vec(), None);
+        w.put(b"a".to_vec(), Some(b"2".to_vec()));
+        assert_eq!(
+            w.list,
+            vec![(b"a".to_vec(), Some(b"2".to_vec())), (b"b".to_vec(), None)]
+        );
     }
 }
