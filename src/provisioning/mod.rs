@@ -238,7 +238,15 @@ impl Provisioner {
             Err(ApplyError::Rejected(msg)) => (RequestStatus::Failed, Some(msg), Batch::new()),
             Err(ApplyError::Store(e)) => return Err(e.into()),
         };
+        // An import's rows are needed only until it is applied: the settled record keeps its
+        // id, kind, status and times, not a copy of the file (in cluster mode that copy would
+        // be written to etcd, and sent to every node, a second time).
+        let op = match &req.op {
+            Operation::Import { .. } => Operation::Import { rows: Vec::new() },
+            other => other.clone(),
+        };
         batch.push(Op::PutRequest(RequestRecord {
+            op,
             status,
             error: error.clone(),
             processed_at: Some(now),

@@ -266,6 +266,10 @@ fn import_applies_every_row_in_one_request() {
         .collect();
     let r = w.apply(Operation::Import { rows });
     assert_eq!(r.status, RequestStatus::Processed);
+    assert!(
+        matches!(&r.op, Operation::Import { rows } if rows.is_empty()),
+        "the settled record keeps no copy of the file"
+    );
     assert_eq!(w.session("001010000000000", A), Reason::Bound);
     assert_eq!(w.session("001010000000001", A), Reason::Disabled);
     assert_eq!(w.charges("2026-03").len(), 1250);

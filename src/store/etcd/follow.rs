@@ -15,7 +15,7 @@
 //!
 //! This module decides nothing about sessions; it only keeps the cache equal to etcd.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use etcd_client::{EventType, GetOptions, WatchOptions};
 use super::layout::{Layout, Parsed};
 use super::{etcd_err, observe, Shared, POSITION_KEY};
 use crate::context::Imsi;
-use crate::store::rocks::replica::Change;
+use crate::store::rocks::replica::{Change, Prior};
 use crate::store::rocks::RocksStore;
 use crate::store::{LocalRead, StoreError};
 
@@ -123,6 +123,9 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
         let mut data = None;
         // Within one response a SIM may change twice: the second continues the first.
         let mut expected: HashMap<Imsi, Option<u64>> = HashMap::new();
+        // SIMs this response touches that the cache does not hold (read once, here: this
+        // task is the cache's only writer of SIM records).
+        let mut absent: HashSet<Imsi> = HashSet::new();
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             let rev = kv.mod_revision().max(0) as u64;
@@ -160,7 +163,13 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
                         let prev = ev.prev_kv().map(|p| p.mod_revision().max(0) as u64);
                         let cached = match expected.get(&imsi) {
                             Some(r) => *r,
-                            None => shared.cache.sim(&imsi)?.map(|s| s.rev),
+                            None => {
+                                let rev = shared.cache.sim(&imsi)?.map(|s| s.rev);
+                                if rev.is_none() {
+                                    absent.insert(imsi);
+                                }
+                                rev
+                            }
                         };
                         if prev != cached {
                             tracing::warn!(%imsi, ?prev, ?cached, revision = rev,
@@ -190,7 +199,7 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
         let position = last.max(header_rev.min(last));
         shared
             .cache
-            .apply_changes(changes, POSITION_KEY, position)?;
+            .apply_changes_over(changes, Prior::Absent(&absent), POSITION_KEY, position)?;
         advance(shared, position, data);
     }
     Ok(Stop::Resume)
@@ -352,8 +361,8 @@ pub(super) struct Read {
 }
 
 /// Reads everything under the prefix at `revision` (0: the current one, fixed by the first
-/// page), page by page, applying the data into `target` (at position 0: the caller sets the
-/// position once the read is complete).
+/// page), page by page, applying the data into `target`, which must hold no SIM (cleared, or
+/// new), at position 0: the caller sets the position once the read is complete.
 ///
 /// # Errors
 /// etcd errors (a compacted `revision` among them) and RocksDB errors of `target`.
@@ -410,7 +419,8 @@ pub(super) async fn read_at(
                 Err(e) => tracing::error!(error = %e, "unreadable value in etcd; skipped"),
             }
         }
-        target.apply_changes(changes, POSITION_KEY, 0)?;
+        // The target was cleared (or is new), and each key comes once.
+        target.apply_changes_over(changes, Prior::Empty, POSITION_KEY, 0)?;
         let Some(last) = page.kvs().last() else { break };
         start = last.key().to_vec();
         start.push(0);

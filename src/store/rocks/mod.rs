@@ -174,6 +174,10 @@ impl RocksStore {
             if *name == CF_SIMS {
                 bb.set_block_size(4096);
                 o.set_block_based_table_factory(&bb);
+            }
+            // Point lookups that mostly miss (a new SIM, a SIM not charged yet this month):
+            // a memtable bloom filter answers them without a skip-list search.
+            if *name == CF_SIMS || *name == CF_BILLING {
                 o.set_memtable_whole_key_filtering(true);
                 o.set_memtable_prefix_bloom_ratio(0.1);
             }

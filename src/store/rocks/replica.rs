@@ -6,7 +6,7 @@
 //! did. The SIM stripes are still taken, so readers never see a record half-applied and a
 //! record never goes back to an older copy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use rocksdb::WriteBatch;
@@ -57,6 +57,18 @@ pub enum Change {
     },
 }
 
+/// What the caller of [`RocksStore::apply_changes_over`] knows of the SIMs its changes touch,
+/// so that a SIM known to be absent is not looked up (a bulk import's new SIMs, a rebuild).
+#[derive(Clone, Copy, Debug)]
+pub enum Prior<'a> {
+    /// Nothing: each SIM is read as stored.
+    Unknown,
+    /// These SIMs are not stored (read by the caller, the store's only writer of SIM records).
+    Absent(&'a HashSet<Imsi>),
+    /// No SIM the changes touch is stored (a cleared or new store being filled).
+    Empty,
+}
+
 impl RocksStore {
     /// Applies `changes` in order and sets meta `position_key` to `position` (8 octets BE), in
     /// one atomic write.
@@ -66,6 +78,20 @@ impl RocksStore {
     pub fn apply_changes(
         &self,
         changes: Vec<Change>,
+        position_key: &str,
+        position: u64,
+    ) -> Result<(), StoreError> {
+        self.apply_changes_over(changes, Prior::Unknown, position_key, position)
+    }
+
+    /// [`RocksStore::apply_changes`], told what is known of the SIMs before them.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] from RocksDB.
+    pub fn apply_changes_over(
+        &self,
+        changes: Vec<Change>,
+        prior: Prior<'_>,
         position_key: &str,
         position: u64,
     ) -> Result<(), StoreError> {
@@ -82,18 +108,22 @@ impl RocksStore {
         let _meta = inner.meta_lock.lock();
         let mut wb = WriteBatch::default();
         let mut sims_after: Vec<(Imsi, Option<SimRecord>)> = Vec::new();
+        // Where each SIM's latest state in `sims_after` is (a response may change one twice).
+        let mut latest: HashMap<Imsi, usize> = HashMap::new();
         let mut profiles: Vec<(String, Option<ProfileRecord>)> = Vec::new();
         let mut last_request = 0;
         for change in changes {
             match change {
                 Change::PutSim(mut sim) => {
-                    let current = self.current(&sims_after, &sim.imsi)?;
+                    let current = self.current(&sims_after, &latest, prior, &sim.imsi)?;
                     inner.stage_put_sim(&mut wb, current.as_ref(), &mut sim)?;
+                    latest.insert(sim.imsi, sims_after.len());
                     sims_after.push((sim.imsi, Some(sim)));
                 }
                 Change::DeleteSim(imsi) => {
-                    let current = self.current(&sims_after, &imsi)?;
+                    let current = self.current(&sims_after, &latest, prior, &imsi)?;
                     inner.stage_delete_sim(&mut wb, current.as_ref(), &imsi)?;
+                    latest.insert(imsi, sims_after.len());
                     sims_after.push((imsi, None));
                 }
                 Change::PutProfile(p) => {
@@ -184,11 +214,17 @@ impl RocksStore {
     fn current(
         &self,
         staged: &[(Imsi, Option<SimRecord>)],
+        latest: &HashMap<Imsi, usize>,
+        prior: Prior<'_>,
         imsi: &Imsi,
     ) -> Result<Option<SimRecord>, StoreError> {
-        match staged.iter().rev().find(|(i, _)| i == imsi) {
-            Some((_, rec)) => Ok(rec.clone()),
-            None => self.inner.cached_sim_locked(imsi),
+        if let Some((_, rec)) = latest.get(imsi).and_then(|&i| staged.get(i)) {
+            return Ok(rec.clone());
+        }
+        match prior {
+            Prior::Empty => Ok(None),
+            Prior::Absent(set) if set.contains(imsi) => Ok(None),
+            _ => self.inner.cached_sim_locked(imsi),
         }
     }
 
