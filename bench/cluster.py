@@ -614,7 +614,8 @@ def table(doc):
         f"Cluster mode: 3 etcd {doc['etcd_version']} members and 2 imei-lockd nodes on this "
         f"{m['cpus']}-core machine ({'quick' if p['quick'] else 'full'} run, "
         f"--max-txn-ops {p['etcd_txn_ops']}, --max-request-bytes "
-        f"{p['request_bytes'] or 'default (1.5 MiB)'}); "
+        f"{p['request_bytes'] or 'default (1.5 MiB)'}"
+        f"{', members with GOGC=' + p['etcd_gogc'] if p.get('etcd_gogc') else ''}); "
         f"{m['date_utc']}, load average {m['loadavg']}. Shared machine: figures are noisy.",
         "",
         "| figure | measured | target | what limits it |",
@@ -691,6 +692,7 @@ def table(doc):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--name", help="results file name (default cluster, cluster-quick)")
     ap.add_argument("--phases", default="b,a,c,d,e", help="which figures, in this order")
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--rounds", type=int)
@@ -818,11 +820,12 @@ def main():
                       "steady_sims": a.steady_sims, "window": a.window, "vis_rounds": a.vis_rounds,
                       "bind_sims": a.bind_sims, "import_sims": a.import_sims, "txn_ops": txn_list,
                       "etcd_txn_ops": max(txn_list), "file_rows": a.file_rows,
-                      "request_bytes": a.request_bytes, "quota_bytes": a.quota_bytes},
+                      "request_bytes": a.request_bytes, "quota_bytes": a.quota_bytes,
+                      "etcd_gogc": os.environ.get("GOGC")},
            "total_sims": total, "results": results}
     lines = table(doc)
     os.makedirs(out, exist_ok=True)
-    kind = "cluster-quick" if q else "cluster"
+    kind = a.name or ("cluster-quick" if q else "cluster")
     with open(os.path.join(out, f"{kind}.json"), "w") as f:
         json.dump(doc, f, indent=2)
     with open(os.path.join(out, f"{kind}.md"), "w") as f:

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use common::cluster::{radius, unique_prefix, wait_serving, ACCEPT, REJECT};
 use common::etcd::EtcdCluster;
+use common::webhook::Receiver;
 use common::{bin, free_port, http, output, Daemon, Ports, TOKEN};
 
 /// The alert webhook every daemon of a test posts `imei_mismatch` to.
@@ -109,53 +110,6 @@ fn snapshot(d: &Daemon, imsis: &[String], month: &str) -> Value {
     })
 }
 
-/// A webhook receiver on `port`: every POST body, answered 200.
-fn webhook_receiver(port: u16) -> mpsc::Receiver<Value> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // Headers, then Content-Length bytes of body.
-            let body = loop {
-                let Ok(n) = conn.read(&mut chunk) else {
-                    break None;
-                };
-                if n == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break Some(buf[end + 4..end + 4 + len].to_vec());
-                    }
-                }
-            };
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            if let Some(b) = body {
-                if let Ok(v) = serde_json::from_slice(&b) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    rx
-}
-
 /// The month (`YYYY-MM`) of an RFC 3339 time the API gave.
 fn month_of(rfc3339: &Value) -> String {
     rfc3339.as_str().unwrap()[..7].to_owned()
@@ -230,7 +184,7 @@ fn embedded_data_moves_into_etcd_and_two_nodes_serve_it() {
     assert!(out.contains("sims      12"), "{out}");
     assert!(out.contains("SIMs/s"), "{out}");
 
-    let alerts = webhook_receiver(hook_port);
+    let alerts = Receiver::start_on(hook_port);
     let nodes: Vec<Daemon> = (0..2)
         .map(|i| {
             Daemon::start(&format!(
@@ -260,16 +214,12 @@ fn embedded_data_moves_into_etcd_and_two_nodes_serve_it() {
         }
     }
     // The alert the embedded daemon could not deliver is delivered from the imported outbox.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let a = alerts
-            .recv_timeout(left)
-            .expect("the imported alert is delivered by the cluster");
-        if a["imei"] == thief[..14] && a["imsi"] == locked[0].as_str() {
-            break;
-        }
-    }
+    assert!(
+        alerts.wait_body(Duration::from_secs(30), |a| {
+            a["imei"] == thief[..14] && a["imsi"] == locked[0].as_str()
+        }),
+        "the imported alert is delivered by the cluster"
+    );
     for (i, d) in nodes.iter().enumerate() {
         let id = 100 + 10 * i as u8;
         assert_eq!(

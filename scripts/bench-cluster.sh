@@ -19,7 +19,10 @@
 #   --quick   smaller sets (20k SIMs for a, 100k imported), no figure e (about 4 minutes)
 #   full run: 50k SIMs for a, 1M imported for d and e (about 20 minutes on 2 cores, a few GB
 #   of disk in --tmp)
-# Environment: BIN_DIR (binaries to use; default: build target/release), OUT (results dir).
+#   --name N  results in bench-results/N.{json,md}
+# Environment: BIN_DIR (binaries to use; default: build target/release), OUT (results dir),
+# GOGC (passed to the etcd members, Go's GC target: what etcd's CPU per write depends on most
+# after the writes themselves; recorded in the results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/env.sh

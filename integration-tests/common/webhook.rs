@@ -22,7 +22,16 @@ impl Receiver {
 
     /// Answers the first `fail_first` POSTs with 503 Service Unavailable, later ones with 204.
     pub fn start_failing(fail_first: usize) -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::listen(TcpListener::bind("127.0.0.1:0").unwrap(), fail_first)
+    }
+
+    /// On a port chosen beforehand (a webhook configured while it was still down).
+    #[allow(dead_code)] // not every test binary that includes this module uses it
+    pub fn start_on(port: u16) -> Self {
+        Self::listen(TcpListener::bind(("127.0.0.1", port)).unwrap(), 0)
+    }
+
+    fn listen(l: TcpListener, fail_first: usize) -> Self {
         let port = l.local_addr().unwrap().port();
         let posts = Arc::new(AtomicUsize::new(0));
         let bodies = Arc::new(parking_lot::Mutex::new(Vec::new()));
@@ -70,6 +79,29 @@ impl Receiver {
 
     pub fn count(&self) -> usize {
         self.posts.load(Ordering::SeqCst)
+    }
+
+    /// Waits (until `within` has passed) for a POSTed JSON body that `matches`.
+    #[allow(dead_code)]
+    pub fn wait_body(
+        &self,
+        within: Duration,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let found =
+                self.bodies.lock().iter().any(|b| {
+                    serde_json::from_str::<serde_json::Value>(b).is_ok_and(|v| matches(&v))
+                });
+            if found {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until `n` POSTs arrived (or the deadline), then returns the count.

@@ -350,23 +350,7 @@ impl Ledger for MemStore {
 }
 
 impl Coordination for MemStore {
-    fn serving(&self) -> bool {
-        true
-    }
-
-    fn holds(&self, _singleton: Singleton) -> bool {
-        true
-    }
-
     fn applied(&self) -> u64 {
         self.applied.load(Ordering::SeqCst)
-    }
-
-    fn wait_everywhere(
-        &self,
-        _position: u64,
-        _timeout: std::time::Duration,
-    ) -> BoxFuture<'_, bool> {
-        Box::pin(std::future::ready(true))
     }
 }

@@ -295,20 +295,31 @@ impl Singleton {
     }
 }
 
-/// Who may do what, now. On the embedded store this node is the whole cluster: always serving,
-/// holding every singleton, and whatever it applied is in effect everywhere.
+/// Who may do what, now. The provided methods describe a single node (the memory and embedded
+/// stores), which is the whole cluster: always serving, holding every singleton, and whatever
+/// it applied is in effect everywhere. A clustered store overrides them.
 pub trait Coordination: Send + Sync + 'static {
     /// Whether this node may answer sessions at this instant: in cluster mode its lease is
     /// valid by the monotonic clock and its cache has caught up. Checked before each answer.
-    fn serving(&self) -> bool;
+    fn serving(&self) -> bool {
+        true
+    }
     /// Whether this node holds `singleton` now.
-    fn holds(&self, singleton: Singleton) -> bool;
+    fn holds(&self, _singleton: Singleton) -> bool {
+        true
+    }
     /// How far this node's [`LocalRead`] has applied the ledger (embedded: a commit counter;
     /// etcd: the applied revision).
     fn applied(&self) -> u64;
     /// Resolves `true` once every node serving sessions has applied at least `position` (an
     /// [`Coordination::applied`] value of this node), `false` if `timeout` passes first.
-    fn wait_everywhere(&self, position: u64, timeout: std::time::Duration) -> BoxFuture<'_, bool>;
+    fn wait_everywhere(
+        &self,
+        _position: u64,
+        _timeout: std::time::Duration,
+    ) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(true))
+    }
     /// Resolves when [`Coordination::applied`] may have moved because of another node's write
     /// (how a node that does not process requests learns of their processing). The embedded
     /// store has no other node: never.

@@ -241,19 +241,7 @@ impl Ledger for RocksStore {
 }
 
 impl Coordination for RocksStore {
-    fn serving(&self) -> bool {
-        true
-    }
-
-    fn holds(&self, _singleton: Singleton) -> bool {
-        true
-    }
-
     fn applied(&self) -> u64 {
         self.inner.applied.load(Ordering::SeqCst)
-    }
-
-    fn wait_everywhere(&self, _position: u64, _timeout: Duration) -> BoxFuture<'_, bool> {
-        Box::pin(std::future::ready(true))
     }
 }
