@@ -574,7 +574,9 @@ def phase_size_and_rebuild(a, nodes, etcd):
     out["keys"] = json.loads(keys.stdout).get("count", 0)
     rev = max(s["revision"] for s in out["status"])
     t0 = time.time()
-    etcd.ctl(["compact", str(rev), "--physical"], timeout=1800)
+    # etcdctl's default --command-timeout is 5 s: a physical compaction of 1M keys on a busy
+    # 2-core machine takes longer.
+    etcd.ctl(["compact", str(rev), "--physical", "--command-timeout=600s"], timeout=1800)
     etcd.ctl(["defrag", "--command-timeout=600s"], timeout=1800)
     out["compact_defrag_s"] = round(time.time() - t0, 1)
     out["status_compacted"] = etcd.status()

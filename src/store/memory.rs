@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::{Batch, BoxFuture, Commit, Coordination, Durability, Ledger, LedgerFuture, LocalRead};
+use super::{Batch, Commit, Coordination, Durability, Ledger, LedgerFuture, LocalRead};
 use super::{Charge, Event, Millis, Operation, OutboxEntry, ProfileRecord, RequestRecord};
-use super::{EventId, Op, Singleton, StoreCounts, StoreError};
+use super::{EventId, Op, StoreCounts, StoreError};
 use super::{RequestStatus, SimRecord};
 use crate::context::Imsi;
 use crate::imei::Imei;

@@ -224,13 +224,7 @@ fn advance(shared: &Shared, position: u64, data: Option<u64>) {
         shared.data_rev.fetch_max(d, Ordering::SeqCst);
         shared.data_changed.notify_waiters();
     }
-    shared.applied_rev.send_if_modified(|a| {
-        let moved = position > *a;
-        if moved {
-            *a = position;
-        }
-        moved
-    });
+    shared.applied_rev.advance(position);
     metrics::gauge!("imei_lockd_cluster_applied_revision").set(position as f64);
     shared.state_changed.notify_waiters();
 }
@@ -332,7 +326,7 @@ async fn rebuild(shared: &Shared, reason: &'static str) -> Result<(), StoreError
     // change the read covers: the other nodes only publish data changes, and waiting for them to
     // reach a revision no data change has would keep requests processed before this start
     // `pending` here until the next data change.
-    shared.applied_rev.send_replace(revision);
+    shared.applied_rev.reset(revision);
     shared.data_rev.store(read.data_rev, Ordering::SeqCst);
     shared.data_changed.notify_waiters();
     shared.rebuilding.store(false, Ordering::SeqCst);

@@ -17,6 +17,7 @@
 //! operator runs etcd with `--auto-compaction-retention`; the cache survives compaction by
 //! rebuilding).
 
+mod applied;
 mod connect;
 mod coordination;
 mod follow;
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use super::rocks::{RocksOptions, RocksStore};
 use super::{
@@ -112,8 +113,8 @@ pub(crate) struct Shared {
     client: Client,
     layout: Layout,
     settings: EtcdSettings,
-    /// Last etcd revision the cache applied (any key under the prefix).
-    applied_rev: watch::Sender<u64>,
+    /// Last etcd revision the cache applied (any key under the prefix), and who waits for it.
+    applied_rev: applied::Applied,
     /// Revision of the last data change applied (not node or lock keys): what nodes publish.
     data_rev: AtomicU64,
     data_changed: Notify,
@@ -172,15 +173,12 @@ impl Shared {
     }
 
     fn applied(&self) -> u64 {
-        *self.applied_rev.borrow()
+        self.applied_rev.get()
     }
 
     /// Waits (at most `timeout`) until the cache has applied `rev`.
     async fn wait_applied(&self, rev: u64, timeout: Duration) -> bool {
-        let mut rx = self.applied_rev.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|a| *a >= rev))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.applied_rev.wait(rev, timeout).await
     }
 
     fn serving(&self) -> bool {
@@ -219,7 +217,7 @@ impl EtcdStore {
             h.finish()
         };
         register_metrics();
-        let (applied_rev, _) = watch::channel(position);
+        let applied_rev = applied::Applied::new(position);
         let shared = Arc::new(Shared {
             cache,
             client,

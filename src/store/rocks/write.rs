@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use rocksdb::WriteBatch;
 
@@ -15,9 +14,9 @@ use super::{backend, write_opts, RocksStore};
 use super::{CF_BILLING, CF_EVENTS, CF_MEMBERS, CF_META, CF_OUTBOX, CF_PROFILES, CF_REQUESTS};
 use crate::context::Imsi;
 use crate::imei::Imei;
-use crate::store::{encoding, keys, Batch, BoxFuture, Commit, Coordination, Durability, Ledger};
+use crate::store::{encoding, keys, Batch, Commit, Coordination, Durability, Ledger};
 use crate::store::{LedgerFuture, LocalRead, Millis, Op, Operation, RequestRecord, RequestStatus};
-use crate::store::{SimRecord, Singleton, StoreError};
+use crate::store::{SimRecord, StoreError};
 
 impl RocksStore {
     /// Applies `batch` if its compares hold, all or nothing, as one RocksDB `WriteBatch`.
