@@ -411,3 +411,150 @@ fn a_history_survives_jsonl_and_a_recorder_is_shared_across_threads() {
     let err = read_jsonl(&path).unwrap_err();
     assert!(err.to_string().starts_with("line 1:"), "{err}");
 }
+
+/// A small deterministic generator (xorshift64*), so a failing seed can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// A history of one SIM from a correct sequential system: every op takes effect at its own
+/// instant `t` (10 to 70 ms apart) and windows of up to 20 ms either side of it often overlap
+/// (and chain into clusters of several ops). With `hidden`, the recorded outcome sometimes hides
+/// what happened (refusals, timeouts, requests never reported processed, Unavailable).
+fn correct_history(seed: u64, hidden: bool) -> Vec<Op> {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let rec = Recorder::new();
+    let devices = [X, Y, Z];
+    let values = [Value::Disabled, Value::Lock, Value::Pairing];
+    let mut value = values[rng.below(3) as usize];
+    let mut bound: Option<&str> = None;
+    let mut acked = Vec::new();
+    let mut t = 100;
+    for k in 1..60u64 {
+        t += 10 + rng.below(60);
+        let (invoke, complete) = (t - rng.below(20), t + rng.below(20));
+        let node = format!("node-{}", rng.below(3));
+        let roll = if hidden {
+            rng.below(100)
+        } else {
+            30 + rng.below(70)
+        };
+        if rng.below(4) == 0 {
+            let change = match rng.below(4) {
+                0 => Change::Reset,
+                v => Change::SetValue(values[v as usize - 1]),
+            };
+            let kind = OpKind::Request {
+                imsi: IMSI.to_owned(),
+                change,
+            };
+            let h = rec.invoke_at(&node, kind, invoke);
+            if roll < 5 {
+                rec.complete_at(h, Outcome::Refused, complete);
+                continue;
+            }
+            if roll >= 10 {
+                match change {
+                    Change::Reset => bound = None,
+                    Change::SetValue(v) => value = v,
+                }
+            }
+            if roll < 20 {
+                continue; // timed out: it may or may not have taken effect (here: 5–9 did not)
+            }
+            let id = format!("r{k}");
+            let processed_at = (roll >= 30).then(|| t + rng.below(20));
+            let outcome = Outcome::Acked {
+                request_id: id.clone(),
+                processed_at,
+            };
+            rec.complete_at(h, outcome, complete.max(invoke + 1));
+            acked.push(id);
+        } else {
+            let imei = devices[rng.below(3) as usize];
+            let kind = OpKind::Session {
+                interface: Interface::Gx,
+                imsi: IMSI.to_owned(),
+                imei: imei.to_owned(),
+            };
+            let h = rec.invoke_at(&node, kind, invoke);
+            if roll < 5 {
+                rec.complete_at(h, Outcome::Unavailable, complete);
+                continue;
+            }
+            if roll < 10 {
+                rec.complete_at(h, Outcome::Unknown, complete); // never decided
+                continue;
+            }
+            let accept = match (value, bound) {
+                (Value::Disabled, _) => true,
+                (Value::Pairing, _) | (Value::Lock, None) => {
+                    bound = Some(imei);
+                    true
+                }
+                (Value::Lock, Some(b)) => b == imei,
+            };
+            let outcome = match (roll < 15, accept) {
+                (true, _) => Outcome::Unknown, // decided, answer lost
+                (false, true) => Outcome::Accept,
+                (false, false) => Outcome::Reject,
+            };
+            rec.complete_at(h, outcome, complete);
+        }
+    }
+    for id in acked {
+        let h = rec.invoke_at("node-1", OpKind::ReadRequest { request_id: id }, 2000);
+        let status = "processed".to_owned();
+        rec.complete_at(h, Outcome::Found { status }, 2001);
+    }
+    rec.history()
+}
+
+#[test]
+fn histories_of_a_correct_system_never_fail() {
+    let (mut judged, mut sessions) = (0, 0);
+    for seed in 0..500 {
+        let v = check(&correct_history(seed, false));
+        assert!(v.is_ok(), "seed {seed}: {}", v.report());
+        judged += v.judged;
+        sessions += v.sessions;
+        // Timeouts and Unavailable answers make the model give up (for good: a paused node may
+        // still serve them), never report.
+        let v = check(&correct_history(seed, true));
+        assert!(v.is_ok(), "seed {seed} (hidden): {}", v.report());
+    }
+    // Not vacuous: with every answer seen, the model judges a good share of the sessions.
+    println!("judged {judged} of {sessions} sessions");
+    assert!(judged * 5 > sessions, "judged {judged} of {sessions}");
+}
+
+#[test]
+fn one_flipped_answer_in_a_correct_history_is_mostly_caught() {
+    let (mut caught, mut runs) = (0, 0);
+    for seed in 0..500u64 {
+        let mut history = correct_history(seed, false);
+        let decided: Vec<usize> = (0..history.len())
+            .filter(|&i| matches!(history[i].outcome, Outcome::Accept | Outcome::Reject))
+            .collect();
+        let Some(&i) = decided.get(seed as usize % decided.len().max(1)) else {
+            continue;
+        };
+        history[i].outcome = match history[i].outcome {
+            Outcome::Accept => Outcome::Reject,
+            _ => Outcome::Accept,
+        };
+        runs += 1;
+        if !check(&history).is_ok() {
+            caught += 1;
+        }
+    }
+    println!("caught {caught} of {runs} flipped answers");
+    assert!(caught * 2 > runs, "caught {caught} of {runs}");
+}
