@@ -1,11 +1,14 @@
 //! Shared harness for the integration tests: starts the real `imei-lockd` binary on free loopback
 //! ports with its own data directory, waits until its API answers, and talks to it over HTTP.
+//! `history` and `checker` (the fault runs' operation history and its checker) need no daemon.
 
 #![allow(dead_code)]
 
+pub mod checker;
 pub mod cluster;
 pub mod diameter;
 pub mod etcd;
+pub mod history;
 pub mod promtool;
 pub mod pydiameter;
 pub mod radius;
