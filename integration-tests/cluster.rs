@@ -21,7 +21,8 @@ use common::radius::{access_request, authenticator, exchange, udp, SECRET};
 use imei_lockd::store::etcd::{EtcdSettings, EtcdStore};
 use imei_lockd::store::rocks::RocksOptions;
 
-use common::cluster::{nodes, radius, unique_prefix, wait_serving, with_check_digit};
+use common::cluster::{assert_cache_equals_etcd, nodes, radius, unique_prefix};
+use common::cluster::{wait_serving, with_check_digit};
 use common::cluster::{ACCEPT, PCEF, REJECT};
 
 #[test]
@@ -290,10 +291,10 @@ fn nodes_restarted_one_after_the_other_still_know_each_other() {
 #[test]
 fn a_large_import_is_applied_once_and_an_oversize_one_is_refused_with_413() {
     let etcd = EtcdCluster::start(3);
-    let ds = nodes(&etcd, 2, "import");
-    // 5 000 SIMs: 120 transactions of 42 SIMs at etcd's default --max-txn-ops, up to 16 of
-    // them in flight at once.
-    let imsis: Vec<String> = (0..5000).map(|i| format!("00102{i:010}")).collect();
+    let mut ds = nodes(&etcd, 2, "import");
+    // 60 000 SIMs: 527 transactions of 114 SIMs (and their two bundles) at etcd's default
+    // --max-txn-ops, up to 16 of them in flight at once.
+    let imsis: Vec<String> = (0..60_000).map(|i| format!("00102{i:010}")).collect();
     ds[0].api().import_locked(imsis.clone());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -335,4 +336,22 @@ fn a_large_import_is_applied_once_and_an_oversize_one_is_refused_with_413() {
     ds[1]
         .api()
         .import_locked((0..10).map(|i| format!("00104{i:010}")));
+    // Node 1 starts again with an empty cache: it rebuilds from a read whose first pages hold
+    // the bundles (~1 000 keys of 5–8 KiB, more than the 4 MiB a gRPC answer may be), in
+    // smaller pages, and holds what etcd holds.
+    ds[1].terminate();
+    std::fs::remove_dir_all(ds[1].dir.path().join("data")).unwrap();
+    ds[1].spawn();
+    wait_serving(&ds[1], 2);
+    assert!(
+        ds[1].log_text().contains("asking fewer keys"),
+        "the rebuild met an answer over the limit and went on in smaller pages"
+    );
+    assert_cache_equals_etcd(&ds[1]);
+    let (_, events) = ds[1]
+        .api()
+        .get(&format!("/v1/sims/{}/events", imsis[59_999]));
+    assert_eq!(events.as_array().map(Vec::len), Some(1), "{events}");
+    let (_, rows) = ds[1].api().get(&format!("/v1/billing/{month}"));
+    assert_eq!(rows.as_array().map(Vec::len), Some(imsis.len() + 10));
 }

@@ -29,7 +29,8 @@ use crate::store::rocks::replica::{Change, Prior};
 use crate::store::rocks::RocksStore;
 use crate::store::{LocalRead, StoreError};
 
-/// Keys per page of a rebuild read.
+/// Keys per page of a rebuild read, at most: a page whose answer is over the gRPC client's
+/// message limit (4 MiB: bundles are tens of KiB each) is asked again with half the keys.
 const PAGE: i64 = 2_000;
 /// gRPC status code OUT_OF_RANGE: etcd's answer to a read at a compacted revision.
 const GRPC_OUT_OF_RANGE: i32 = 11;
@@ -354,6 +355,13 @@ pub(super) struct Read {
     pub locks: Vec<(String, Option<String>)>,
 }
 
+/// Whether `e` is the gRPC client refusing an answer over its message size limit (not etcd
+/// refusing the request: a smaller page of the same read fits).
+fn answer_too_large(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if i32::from(s.code()) == GRPC_OUT_OF_RANGE && s.message().contains("message length too large"))
+}
+
 /// Reads everything under the prefix at `revision` (0: the current one, fixed by the first
 /// page), page by page, applying the data into `target`, which must hold no SIM (cleared, or
 /// new), at position 0: the caller sets the position once the read is complete.
@@ -377,15 +385,26 @@ pub(super) async fn read_at(
         nodes: Vec::new(),
         locks: Vec::new(),
     };
+    let mut limit = PAGE;
     loop {
-        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(limit);
         if revision > 0 {
             opts = opts.with_revision(revision);
         }
         let t = Instant::now();
         let page = kv.get(start.clone(), Some(opts)).await;
         observe("get", t, page.is_ok());
-        let page = page.map_err(etcd_err)?;
+        let page = match page {
+            Err(e) if limit > 1 && answer_too_large(&e) => {
+                limit = (limit / 4).max(1);
+                tracing::debug!(
+                    limit,
+                    "rebuild page over the message limit; asking fewer keys"
+                );
+                continue;
+            }
+            other => other.map_err(etcd_err)?,
+        };
         if revision == 0 {
             revision = page.header().map_or(0, |h| h.revision());
         }
