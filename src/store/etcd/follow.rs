@@ -30,7 +30,8 @@ use crate::store::rocks::RocksStore;
 use crate::store::{LocalRead, StoreError};
 
 /// Keys per page of a rebuild read, at most: a page whose answer is over the gRPC client's
-/// message limit (4 MiB: bundles are tens of KiB each) is asked again with half the keys.
+/// message limit (4 MiB: bundles are tens of KiB each) is asked again with a quarter of the
+/// keys, and each page after a good one asks twice as many again, up to this.
 const PAGE: i64 = 2_000;
 /// gRPC status code OUT_OF_RANGE: etcd's answer to a read at a compacted revision.
 const GRPC_OUT_OF_RANGE: i32 = 11;
@@ -405,6 +406,9 @@ pub(super) async fn read_at(
             }
             other => other.map_err(etcd_err)?,
         };
+        // Back up towards full pages once past the large values: etcd 3.4 counts the whole
+        // rest of the range for every page, so small pages over a large range are slow.
+        limit = (limit * 2).min(PAGE);
         if revision == 0 {
             revision = page.header().map_or(0, |h| h.revision());
         }
