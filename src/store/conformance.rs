@@ -19,6 +19,9 @@ use super::{
     OutboxEntry, ProfileRecord, SimRecord, Store,
 };
 
+#[path = "conformance_bulk.rs"]
+mod bulk;
+
 /// One check: panics on the first violation.
 pub type Check = fn(&dyn Store);
 
@@ -44,7 +47,11 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("charges_by_month", charges_by_month),
     (
         "bulk_batch_reads_like_single_writes",
-        bulk_batch_reads_like_single_writes,
+        bulk::bulk_batch_reads_like_single_writes,
+    ),
+    (
+        "bulk_created_sims_compare_and_swap_like_others",
+        bulk::bulk_created_sims_compare_and_swap_like_others,
     ),
     ("outbox_put_and_delete", outbox_put_and_delete),
     ("last_seen_is_visible_at_once", last_seen_is_visible_at_once),
@@ -379,64 +386,6 @@ fn charges_by_month(store: &dyn Store) {
 /// A bulk write (an import's chunk: many SIMs, their events of one time, their charges) reads
 /// back record by record as single writes do, and its events expire by time (etcd puts such
 /// events and charges in bundles).
-fn bulk_batch_reads_like_single_writes(store: &dyn Store) {
-    let sims: Vec<u64> = (100..140).collect();
-    let mut b = Batch::new();
-    for &n in &sims {
-        let mut s = SimRecord::new(imsi(n));
-        s.value = Some(ImeiManagement::Lock);
-        b.put_sim(s);
-        let at = if n < 120 { 1_000 } else { 5_000 };
-        b.push(Op::PutEvent(event(n, at, EventKind::ValueChanged)));
-        b.push(Op::PutCharge(Charge {
-            imsi: imsi(n),
-            month: if n % 2 == 0 { "2026-11" } else { "2026-12" }.into(),
-            amount: "2.00".into(),
-            currency: "EUR".into(),
-            first_lock_at: at,
-        }));
-    }
-    assert_eq!(commit(store, b), Commit::Committed);
-    for &n in &sims {
-        assert!(get(store, n).is_some(), "SIM {n}");
-        let events = store.events(&imsi(n), 10).expect("events");
-        assert_eq!(events.len(), 1, "SIM {n}: {events:?}");
-        assert_eq!(
-            events.first().map(|e| e.kind),
-            Some(EventKind::ValueChanged)
-        );
-    }
-    assert_eq!(store.charges("2026-11").expect("charges").len(), 20);
-    assert_eq!(store.charges("2026-12").expect("charges").len(), 20);
-    assert_eq!(
-        store
-            .charge("2026-12", &imsi(101))
-            .expect("charge")
-            .map(|c| c.amount),
-        Some("2.00".into())
-    );
-    let (expired, next) = store.expired_events(2_500, None, 100).expect("scan");
-    assert!(next.is_none());
-    let got: Vec<Imsi> = expired.iter().map(|e| e.imsi).collect();
-    assert_eq!(got, (100..120).map(imsi).collect::<Vec<_>>());
-    let mut b = Batch::new();
-    for id in expired {
-        b.push(Op::DeleteEvent(id));
-    }
-    assert_eq!(commit(store, b), Commit::Committed);
-    for &n in &sims {
-        let left = store.events(&imsi(n), 10).expect("events").len();
-        assert_eq!(left, usize::from(n >= 120), "events left of SIM {n}");
-    }
-    let (none, _) = store.expired_events(2_500, None, 100).expect("scan");
-    assert!(none.is_empty(), "nothing expired left: {none:?}");
-    assert_eq!(
-        store.charges("2026-11").expect("charges").len(),
-        20,
-        "charges stay"
-    );
-}
-
 fn outbox_put_and_delete(store: &dyn Store) {
     let ids: Vec<u64> = (0..3).map(|_| store.next_outbox_id()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing: {ids:?}");

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
 
-use super::layout::{Layout, Parsed};
+use super::layout::{self, Layout, Parsed};
 use super::{etcd_err, observe, Shared, POSITION_KEY};
 use crate::context::Imsi;
 use crate::store::rocks::replica::{Change, Prior};
@@ -128,6 +128,7 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
         // SIMs this response touches that the cache does not hold (read once, here: this
         // task is the cache's only writer of SIM records).
         let mut absent: HashSet<Imsi> = HashSet::new();
+        let sim_bundles = shared.layout.sim_bundles();
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             let rev = kv.mod_revision().max(0) as u64;
@@ -155,32 +156,55 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
                 );
                 return Ok(Stop::Rebuild("gap"));
             }
+            if let Some(imsi) = shared.layout.sim_of_key(kv.key()) {
+                // A SIM's own key: it must continue what the cache holds of that key.
+                if ev.event_type() == EventType::Delete {
+                    // imei-lockd leaves a tombstone; a deletion (by hand) may uncover the
+                    // SIM's entry in an import bundle, which only a fresh read shows.
+                    tracing::warn!(%imsi, revision = rev,
+                        "a SIM's key was deleted outside imei-lockd; rebuilding");
+                    return Ok(Stop::Rebuild("gap"));
+                }
+                let prev = ev.prev_kv().map(|p| p.mod_revision().max(0) as u64);
+                let cached = match expected.get(&imsi) {
+                    Some(r) => *r,
+                    None => own_key_rev(shared, &imsi, &mut absent)?,
+                };
+                if prev != cached {
+                    tracing::warn!(%imsi, ?prev, ?cached, revision = rev,
+                        "watch event does not continue the cached SIM; rebuilding");
+                    return Ok(Stop::Rebuild("gap"));
+                }
+                expected.insert(imsi, Some(rev));
+                if ev.prev_kv().is_some_and(|p| p.value() == layout::TOMBSTONE)
+                    && kv.value() != layout::TOMBSTONE
+                {
+                    // Created again after a deletion: the tombstone goes.
+                    changes.push(Change::DeleteMeta(layout::tomb_meta(&imsi)));
+                }
+            } else if kv.key().starts_with(&sim_bundles) {
+                // Its SIMs had no key of its own when it was written (its compare): the cache
+                // holds none of them, or, after a node's failover mid-import, their entry of
+                // an earlier bundle of the same request.
+                if let Ok(Parsed::Bundle(list)) = &parsed {
+                    for c in list {
+                        let Change::PutSim(s) = c else { continue };
+                        if expected.contains_key(&s.imsi)
+                            || own_key_rev(shared, &s.imsi, &mut absent)?.is_some()
+                        {
+                            tracing::warn!(imsi = %s.imsi, revision = rev,
+                                "import bundle over a SIM's own key; rebuilding");
+                            return Ok(Stop::Rebuild("gap"));
+                        }
+                    }
+                }
+            }
             match parsed {
                 Ok(Parsed::Bundle(list)) => {
                     data = Some(rev);
                     changes.extend(list);
                 }
                 Ok(Parsed::Data(change)) => {
-                    if let Some(imsi) = sim_of(&change) {
-                        let prev = ev.prev_kv().map(|p| p.mod_revision().max(0) as u64);
-                        let cached = match expected.get(&imsi) {
-                            Some(r) => *r,
-                            None => {
-                                let rev = shared.cache.sim(&imsi)?.map(|s| s.rev);
-                                if rev.is_none() {
-                                    absent.insert(imsi);
-                                }
-                                rev
-                            }
-                        };
-                        if prev != cached {
-                            tracing::warn!(%imsi, ?prev, ?cached, revision = rev,
-                                "watch event does not continue the cached SIM; rebuilding");
-                            return Ok(Stop::Rebuild("gap"));
-                        }
-                        let after = matches!(change, Change::PutSim(_)).then_some(rev);
-                        expected.insert(imsi, after);
-                    }
                     data = Some(rev);
                     changes.push(change);
                 }
@@ -212,11 +236,22 @@ fn with_lease(mut rec: super::NodeRecord, lease: i64) -> super::NodeRecord {
     rec
 }
 
-fn sim_of(change: &Change) -> Option<Imsi> {
-    match change {
-        Change::PutSim(s) => Some(s.imsi),
-        Change::DeleteSim(imsi) => Some(*imsi),
-        _ => None,
+/// The `mod_revision` of `imsi`'s own key as the cache knows it: its record's, or its
+/// tombstone's; `None` when it has neither (not stored, or stored from an import bundle). A SIM
+/// the cache does not store goes into `absent`.
+fn own_key_rev(
+    shared: &Shared,
+    imsi: &Imsi,
+    absent: &mut HashSet<Imsi>,
+) -> Result<Option<u64>, StoreError> {
+    match shared.cache.sim(imsi)? {
+        Some(s) if layout::is_bundled(s.rev) => Ok(None),
+        Some(s) => Ok(Some(s.rev)),
+        None => {
+            absent.insert(*imsi);
+            let tomb = shared.cache.meta(&layout::tomb_meta(imsi))?;
+            Ok(tomb.as_deref().and_then(layout::tomb_rev))
+        }
     }
 }
 
@@ -413,6 +448,12 @@ pub(super) async fn read_at(
             revision = page.header().map_or(0, |h| h.revision());
         }
         let mut changes = Vec::with_capacity(page.kvs().len());
+        // SIMs of this page not stored yet. The target was cleared (or is new), each key comes
+        // once, and SIMs' own keys (`P/sim/`) all come before the import bundles
+        // (`P/simbundle/`), whose entries a SIM's own key hides.
+        let mut absent = HashSet::new();
+        // SIMs of this page with a key of their own (a record or a tombstone).
+        let mut own = HashSet::new();
         for item in page.kvs() {
             read.keys += 1;
             match shared
@@ -421,11 +462,40 @@ pub(super) async fn read_at(
             {
                 Ok(Parsed::Data(c)) => {
                     read.data_rev = read.data_rev.max(item.mod_revision().max(0) as u64);
+                    if let Change::PutSim(s) = &c {
+                        absent.insert(s.imsi);
+                        own.insert(s.imsi);
+                    }
                     changes.push(c);
                 }
                 Ok(Parsed::Bundle(list)) => {
                     read.data_rev = read.data_rev.max(item.mod_revision().max(0) as u64);
-                    changes.extend(list);
+                    for c in list {
+                        match &c {
+                            Change::PutSim(s) if layout::is_bundled(s.rev) => {
+                                if own.contains(&s.imsi) {
+                                    continue;
+                                }
+                                match target.sim(&s.imsi)? {
+                                    Some(held) if !layout::is_bundled(held.rev) => continue,
+                                    Some(_) => {}
+                                    None => {
+                                        let tomb = layout::tomb_meta(&s.imsi);
+                                        if target.meta(&tomb)?.is_some() {
+                                            continue;
+                                        }
+                                        absent.insert(s.imsi);
+                                    }
+                                }
+                            }
+                            Change::DeleteSim(imsi) => {
+                                absent.insert(*imsi);
+                                own.insert(*imsi);
+                            }
+                            _ => {}
+                        }
+                        changes.push(c);
+                    }
                 }
                 Ok(Parsed::Node(n, r)) => {
                     read.data_rev = read.data_rev.max(r.as_ref().map_or(0, |r| r.data_rev));
@@ -436,8 +506,7 @@ pub(super) async fn read_at(
                 Err(e) => tracing::error!(error = %e, "unreadable value in etcd; skipped"),
             }
         }
-        // The target was cleared (or is new), and each key comes once.
-        target.apply_changes_over(changes, Prior::Empty, POSITION_KEY, 0)?;
+        target.apply_changes_over(changes, Prior::Absent(&absent), POSITION_KEY, 0)?;
         let Some(last) = page.kvs().last() else { break };
         start = last.key().to_vec();
         start.push(0);

@@ -2,7 +2,9 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `P/sim/<imsi>` | [`SimRecord`] (its `rev` is the key's `mod_revision`, not the stored one) |
+//! | `P/sim/<imsi>` | [`SimRecord`] (its `rev` is the key's `mod_revision`, not the stored one), or empty: a tombstone |
+//! | `P/simbundle/<at:016x><counter:08x>` | SIMs created by one bulk write: `Vec<SimRecord>` |
+//! | `P/simbundle-mark` | empty, rewritten with each SIM bundle |
 //! | `P/profile/<name>` | [`ProfileRecord`] |
 //! | `P/event/<imsi>/<at:016x><counter:08x>` | [`Event`] |
 //! | `P/evbundle/<at:016x><counter:08x>` | events of one bulk write, all at `at`: `Vec<(counter, Event)>` |
@@ -26,6 +28,17 @@
 //! holds events of one time, which its key starts with, and is deleted whole by retention (a
 //! range delete up to a time takes exactly the bundles of events no newer); the watch's
 //! `prev_kv` says which events the deletion removes.
+//!
+//! **SIM bundles.** The SIMs a bulk write *creates* go in one `P/simbundle/` key too (an
+//! import of new SIMs is then a few keys a transaction, not one a SIM). A SIM's own key
+//! `P/sim/<imsi>` always wins over a bundle: the first single write of a bundled SIM (a bind,
+//! a change) creates it, and a deletion leaves it as a tombstone (an empty value) so that the
+//! bundle's copy stays hidden. A bundle is written only with a compare that each of its SIMs
+//! has no key of its own, is never changed or deleted afterwards, and a SIM is in one bundle
+//! (the writer bundles only SIMs that it reads as absent and that have no tombstone). In the
+//! cache a bundled SIM's `rev` is [`bundled`]`(bundle's mod_revision)`: the token tells the
+//! ledger to compare "no key of its own" instead of a `mod_revision`; a tombstone is the meta
+//! record [`tomb_meta`] holding the tombstone's `mod_revision`, which a later creation compares.
 //! This module only names keys and turns key-values into cache [`Change`]s; it does no I/O.
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +58,33 @@ pub struct NodeRecord {
     /// The lease the record is attached to (etcd's, not in the JSON; 0 when not known).
     #[serde(skip)]
     pub lease: i64,
+}
+
+/// The cache's `rev` of a SIM that has no key of its own, only its entry in the import bundle
+/// written at `bundle_rev` (etcd revisions are below 2^63: the top bit is free).
+pub const fn bundled(bundle_rev: u64) -> u64 {
+    bundle_rev | BUNDLED_BIT
+}
+
+/// Whether a SIM's `rev` (as read from the cache) is a [`bundled`] token.
+pub const fn is_bundled(rev: u64) -> bool {
+    rev & BUNDLED_BIT != 0
+}
+
+const BUNDLED_BIT: u64 = 1 << 63;
+
+/// The value of a deleted SIM's own key.
+pub const TOMBSTONE: &[u8] = b"";
+
+/// The cache's meta record of a SIM tombstone (its value: the tombstone's `mod_revision`, 8
+/// octets BE).
+pub fn tomb_meta(imsi: &Imsi) -> String {
+    format!("tomb/{imsi}")
+}
+
+/// The revision a [`tomb_meta`] value holds.
+pub fn tomb_rev(value: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?))
 }
 
 /// What one key under the prefix is.
@@ -102,6 +142,28 @@ impl Layout {
 
     pub fn sim(&self, imsi: &Imsi) -> Vec<u8> {
         self.key(&["sim", imsi.as_str()])
+    }
+    /// A SIM bundle's key (`at`: when it was written).
+    pub fn sim_bundle(&self, at: Millis, counter: u32) -> Vec<u8> {
+        let id = format!("{:016x}{counter:08x}", at.max(0));
+        self.key(&["simbundle", &id])
+    }
+    /// `P/simbundle-mark`: rewritten with every SIM bundle (its `mod_revision` is the newest
+    /// bundle's), so that a SIM created from a read of "absent" can compare that no bundle came
+    /// since the read.
+    pub fn sim_bundle_mark(&self) -> Vec<u8> {
+        self.key(&["simbundle-mark"])
+    }
+    /// `P/simbundle/`: every SIM bundle.
+    pub fn sim_bundles(&self) -> Vec<u8> {
+        self.key(&["simbundle", ""])
+    }
+    /// The IMSI whose own key `key` is (`P/sim/<imsi>`), if it is one.
+    pub fn sim_of_key(&self, key: &[u8]) -> Option<Imsi> {
+        let tail = key
+            .strip_prefix(self.prefix.as_bytes())?
+            .strip_prefix(b"/sim/")?;
+        Imsi::parse(tail).ok()
     }
     pub fn profile(&self, name: &str) -> Vec<u8> {
         self.key(&["profile", name])
@@ -183,6 +245,17 @@ impl Layout {
             })
         }
         Ok(Parsed::Data(match (kind, value) {
+            ("sim", Some(v)) if v == TOMBSTONE => {
+                let imsi = imsi(tail)?;
+                let rev = u64::try_from(mod_revision).unwrap_or(0);
+                return Ok(Parsed::Bundle(vec![
+                    Change::DeleteSim(imsi),
+                    Change::PutMeta {
+                        key: tomb_meta(&imsi),
+                        value: rev.to_be_bytes().to_vec(),
+                    },
+                ]));
+            }
             ("sim", Some(v)) => {
                 let mut sim: SimRecord = decode(key, v)?;
                 sim.rev = u64::try_from(mod_revision).unwrap_or(0);
@@ -222,6 +295,18 @@ impl Layout {
                             at: event.at,
                             counter,
                             event,
+                        })
+                        .collect(),
+                ));
+            }
+            ("simbundle", Some(v)) => {
+                let sims: Vec<SimRecord> = decode(key, v)?;
+                let rev = bundled(u64::try_from(mod_revision).unwrap_or(0));
+                return Ok(Parsed::Bundle(
+                    sims.into_iter()
+                        .map(|mut s| {
+                            s.rev = rev;
+                            Change::PutSim(s)
                         })
                         .collect(),
                 ));
@@ -353,223 +438,5 @@ fn decode_seen(v: &[u8]) -> Option<(Imei, Millis)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_parse_back_to_their_records() {
-        let l = Layout::new("/imei-lockd/");
-        let imsi = Imsi::parse(b"001010000000001").unwrap();
-        assert_eq!(l.sim(&imsi), b"/imei-lockd/sim/001010000000001");
-        let mut sim = SimRecord::new(imsi);
-        sim.rev = 99;
-        let v = encoding::encode(&sim);
-        match l.parse(&l.sim(&imsi), Some(&v), 42).unwrap() {
-            Parsed::Data(Change::PutSim(s)) => assert_eq!(s.rev, 42, "rev is the mod_revision"),
-            other => panic!("{other:?}"),
-        }
-        match l
-            .parse(&l.event(&imsi, 1_700_000_000_000, 7), None, 3)
-            .unwrap()
-        {
-            Parsed::Data(Change::DeleteEvent { at, counter, .. }) => {
-                assert_eq!((at, counter), (1_700_000_000_000, 7));
-            }
-            other => panic!("{other:?}"),
-        }
-        let imei = Imei::from_u64(35_209_900_176_148).unwrap();
-        match l
-            .parse(&l.seen(&imsi), Some(&encode_seen(imei, 5)), 1)
-            .unwrap()
-        {
-            Parsed::Data(Change::Seen { imei: i, at, .. }) => assert_eq!((i, at), (imei, 5)),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            l.parse(b"/other/sim/1", None, 1).unwrap(),
-            Parsed::Other
-        ));
-        assert!(l.parse(&l.sim(&imsi), Some(b"\xff\x00"), 1).is_err());
-        assert!(l
-            .parse(b"/imei-lockd/event/001010000000001/zz", None, 1)
-            .is_err());
-    }
-
-    /// Every record kind, encoded and parsed back, is the same change (a SIM's `rev` becomes
-    /// the key's `mod_revision`).
-    #[test]
-    fn every_record_encodes_to_the_key_it_parses_back_from() {
-        use crate::context::Interface;
-        use crate::store::{
-            Charge, Event, EventKind, ImeiManagement, Operation, OutboxEntry, ProfileRecord,
-            RequestRecord, RequestStatus,
-        };
-        let l = Layout::new("/p");
-        let imsi = Imsi::parse(b"001010000000001").unwrap();
-        let imei = Imei::from_u64(35_209_900_176_148).unwrap();
-        let mut sim = SimRecord::new(imsi);
-        sim.profile = Some("iot/eu".into());
-        sim.value = Some(ImeiManagement::Lock);
-        sim.bound = Some(imei);
-        sim.bound_at = Some(1_700_000_000_000);
-        sim.last_seen = Some(imei);
-        sim.last_seen_at = Some(1_700_000_000_500);
-        sim.rev = 3;
-        let event = Event {
-            kind: EventKind::ImeiMismatch,
-            imsi,
-            at: 1_700_000_000_123,
-            interface: Interface::Radius,
-            peer: "127.0.0.1".into(),
-            imei: Some(imei),
-            bound: None,
-            detail: Some("s1".into()),
-        };
-        let changes = vec![
-            Change::PutSim(sim.clone()),
-            Change::PutProfile(ProfileRecord {
-                name: "iot/eu".into(),
-                value: ImeiManagement::Pairing,
-                lock_fee: Some("2.50".into()),
-                rev: 1,
-            }),
-            Change::PutEvent {
-                at: event.at,
-                counter: 0xdead_beef,
-                event: event.clone(),
-            },
-            Change::PutRequest(RequestRecord {
-                seq: 42,
-                op: Operation::Reset { imsi },
-                status: RequestStatus::Processed,
-                error: None,
-                submitted_at: 1,
-                processed_at: Some(2),
-            }),
-            Change::PutCharge(Charge {
-                imsi,
-                month: "2026-12".into(),
-                amount: "1.00".into(),
-                currency: "EUR".into(),
-                first_lock_at: 5,
-            }),
-            Change::PutOutbox {
-                id: 7,
-                entry: OutboxEntry {
-                    event,
-                    attempts: 2,
-                    next_attempt_at: 9,
-                    done: vec!["http://a/b".into()],
-                },
-            },
-            Change::PutMeta {
-                key: "last_sent/http://a/b/001010000000001".into(),
-                value: vec![0, 1, 2],
-            },
-            Change::Seen { imsi, imei, at: 77 },
-        ];
-        for change in changes {
-            let (key, value) = l.encode(&change).unwrap();
-            assert!(key.starts_with(b"/p/"), "{change:?}");
-            let back = match l.parse(&key, Some(&value), 3).unwrap() {
-                Parsed::Data(c) => c,
-                other => panic!("{change:?} parsed as {other:?}"),
-            };
-            assert_eq!(back, change);
-        }
-        assert!(l.encode(&Change::DeleteOutbox(7)).is_none());
-    }
-
-    /// A bundle parses into the records it holds; its deletion (with its previous value) into
-    /// the deletion of each event; without the previous value it is an error, not a silent
-    /// no-op. The range end for retention takes bundles of events up to a time, no newer.
-    #[test]
-    fn bundles_parse_into_their_records() {
-        use crate::context::Interface;
-        use crate::store::EventKind;
-        let l = Layout::new("/p");
-        let imsis: Vec<Imsi> = [b"001010000000001", b"001010000000002"]
-            .iter()
-            .map(|i| Imsi::parse(*i).unwrap())
-            .collect();
-        let events: Vec<(u32, Event)> = imsis
-            .iter()
-            .enumerate()
-            .map(|(i, imsi)| {
-                let counter = u32::try_from(i).unwrap();
-                let event = Event {
-                    kind: EventKind::ValueChanged,
-                    imsi: *imsi,
-                    at: 1_000,
-                    interface: Interface::Api,
-                    peer: "api".into(),
-                    imei: None,
-                    bound: None,
-                    detail: Some("request 7".into()),
-                };
-                (counter, event)
-            })
-            .collect();
-        let key = l.event_bundle(1_000, 9);
-        let value = encoding::encode(&events);
-        let Parsed::Bundle(puts) = l.parse(&key, Some(&value), 5).unwrap() else {
-            panic!("not a bundle");
-        };
-        assert_eq!(puts.len(), 2);
-        assert!(
-            matches!(&puts[1], Change::PutEvent { at: 1_000, counter: 1, event }
-            if event.imsi == imsis[1])
-        );
-        let Parsed::Bundle(dels) = l.parse_deleted(&key, Some(&value), 6).unwrap() else {
-            panic!("not a bundle");
-        };
-        assert_eq!(
-            dels,
-            vec![
-                Change::DeleteEvent {
-                    imsi: imsis[0],
-                    at: 1_000,
-                    counter: 0
-                },
-                Change::DeleteEvent {
-                    imsi: imsis[1],
-                    at: 1_000,
-                    counter: 1
-                },
-            ]
-        );
-        assert!(l.parse_deleted(&key, None, 6).is_err());
-        assert!(matches!(
-            l.parse_deleted(&l.outbox(3), None, 6).unwrap(),
-            Parsed::Data(Change::DeleteOutbox(3))
-        ));
-        // Retention's range: [P/evbundle/, end) holds bundles at <= 1 000, not 1 001.
-        let end = l.event_bundles_end(1_000);
-        assert!(key.as_slice() < end.as_slice() && key.starts_with(&l.event_bundles()));
-        assert!(l.event_bundle(1_001, 0).as_slice() >= end.as_slice());
-        let charges = vec![Charge {
-            imsi: imsis[0],
-            month: "2026-12".into(),
-            amount: "1.00".into(),
-            currency: "EUR".into(),
-            first_lock_at: 1_000,
-        }];
-        let Parsed::Bundle(c) = l
-            .parse(
-                &l.charge_bundle("2026-12", 1_000, 1),
-                Some(&encoding::encode(&charges)),
-                5,
-            )
-            .unwrap()
-        else {
-            panic!("not a bundle");
-        };
-        assert_eq!(c, vec![Change::PutCharge(charges[0].clone())]);
-    }
-
-    #[test]
-    fn range_end_is_the_next_prefix() {
-        assert_eq!(Layout::range_end(b"/a/"), b"/a0");
-        assert_eq!(Layout::range_end(b"a\xff"), b"b");
-    }
-}
+#[path = "layout_tests.rs"]
+mod tests;

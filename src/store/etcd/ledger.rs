@@ -1,19 +1,20 @@
 //! [`Ledger`] on etcd: every batch is one transaction. A SIM write compares the key's
-//! `mod_revision` with the revision the caller read (the cache holds it as the record's `rev`), an
-//! [`Op::ExpectMeta`] compares a value; a commit returns once this node's cache has applied it
+//! `mod_revision` with the revision the caller read (the cache holds it as the record's `rev`;
+//! for a SIM known only from an import bundle, that the key does not exist; see
+//! [`super::layout`]), an [`Op::ExpectMeta`] compares a value; a commit returns once this node's cache has applied it
 //! (read-your-writes), a lost compare once the cache shows the newer state, a transport error as
 //! [`Commit::Unknown`]. The request log's sequence numbers come from one counter key.
 //!
 //! This module decides nothing (the engine and provisioning judge) and reads no session state of
 //! its own: reads are the cache's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 
-use super::layout::Parsed;
+use super::layout::{self, Parsed};
 use super::{etcd_err, observe, EtcdStore, Shared};
 use crate::context::Imsi;
 use crate::imei::Imei;
@@ -92,13 +93,91 @@ impl Shared {
         (self.node_hash as u32).wrapping_add(self.outbox_counter.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// The compares that SIM `imsi` (whose own key is `key`) is as the caller read it
+    /// (`expect_rev`: the cache's `rev`, 0 when it read no SIM).
+    fn sim_compares(
+        &self,
+        imsi: &Imsi,
+        key: &[u8],
+        expect_rev: u64,
+        compares: &mut Vec<Compare>,
+    ) -> Result<(), StoreError> {
+        if layout::is_bundled(expect_rev) {
+            // Read from its import bundle: it must still have no key of its own.
+            compares.push(Compare::create_revision(key.to_vec(), CompareOp::Equal, 0));
+            return Ok(());
+        }
+        if expect_rev != 0 {
+            compares.push(rev_compare(key, expect_rev));
+            return Ok(());
+        }
+        // Read as absent: deleted (its key is a tombstone), or never there.
+        if let Some(tomb) = self.cache.meta(&layout::tomb_meta(imsi))? {
+            compares.push(rev_compare(key, layout::tomb_rev(&tomb).unwrap_or(0)));
+            return Ok(());
+        }
+        compares.push(rev_compare(key, 0));
+        // Nor in an import bundle: none this node holds (its entry would be read)...
+        if self
+            .cache
+            .sim(imsi)?
+            .is_some_and(|s| layout::is_bundled(s.rev))
+        {
+            compares.push(Compare::create_revision(key.to_vec(), CompareOp::Equal, -1));
+        }
+        // ... and none written since this node's cache position.
+        let applied = i64::try_from(self.applied()).unwrap_or(i64::MAX);
+        compares.push(Compare::mod_revision(
+            self.layout.sim_bundle_mark(),
+            CompareOp::Less,
+            applied.saturating_add(1),
+        ));
+        Ok(())
+    }
+
+    /// The SIMs of `batch` it creates in an import bundle: those it puts once and nothing else,
+    /// read as absent, that this node's cache does not hold either and that have no tombstone,
+    /// if there are at least [`BUNDLE_MIN`]. (A bundle written since the cache's position may
+    /// hold one of them too: only a new provisioning processor re-doing the same request writes
+    /// that, and the newer entry, the same SIM, wins.)
+    fn bundled_sims(&self, batch: &Batch) -> Result<HashSet<Imsi>, StoreError> {
+        let mut ops: HashMap<Imsi, (usize, bool)> = HashMap::new();
+        for op in &batch.ops {
+            let (imsi, new) = match op {
+                Op::PutSim { sim, expect_rev } => (sim.imsi, *expect_rev == 0),
+                Op::DeleteSim { imsi, .. } => (*imsi, false),
+                _ => continue,
+            };
+            let e = ops.entry(imsi).or_insert((0, true));
+            e.0 += 1;
+            e.1 &= new;
+        }
+        let mut new = HashSet::new();
+        for (imsi, (n, fresh)) in ops {
+            if n == 1
+                && fresh
+                && self.cache.sim(&imsi)?.is_none()
+                && self.cache.meta(&layout::tomb_meta(&imsi))?.is_none()
+            {
+                new.insert(imsi);
+            }
+        }
+        if new.len() < BUNDLE_MIN {
+            new.clear();
+        }
+        Ok(new)
+    }
+
     /// The transaction for `batch`: its compares, its writes (one per key, the last wins), and
-    /// on failure reads of the compared keys (to know how far the cache must get).
-    fn txn(&self, batch: Batch) -> Result<(Txn, Vec<Vec<u8>>), StoreError> {
+    /// on failure reads of the compared keys (to know how far the cache must get; none for the
+    /// SIMs of an import bundle: the failure then waits for the current revision).
+    fn txn(&self, batch: Batch) -> Result<(Txn, Vec<Vec<u8>>, bool), StoreError> {
         let l = &self.layout;
         let mut compares = Vec::new();
         let mut compared: Vec<Vec<u8>> = Vec::new();
         let mut writes = Writes::default();
+        let new_sims = self.bundled_sims(&batch)?;
+        let mut bundled_sims: Vec<SimRecord> = Vec::with_capacity(new_sims.len());
         let events = batch
             .ops
             .iter()
@@ -114,21 +193,27 @@ impl Shared {
         let mut expired_up_to: Option<Millis> = None;
         for op in batch.ops {
             match op {
+                Op::PutSim { sim, .. } if new_sims.contains(&sim.imsi) => {
+                    let key = l.sim(&sim.imsi);
+                    compares.push(Compare::create_revision(key, CompareOp::Equal, 0));
+                    bundled_sims.push(sim);
+                }
                 Op::PutSim { sim, expect_rev } => {
                     let key = l.sim(&sim.imsi);
                     if !compared.contains(&key) {
-                        compares.push(rev_compare(&key, expect_rev));
+                        self.sim_compares(&sim.imsi, &key, expect_rev, &mut compares)?;
                         compared.push(key.clone());
                     }
                     writes.put(key, Some(encoding::encode(&sim)));
                 }
                 Op::DeleteSim { imsi, expect_rev } => {
+                    // A tombstone, not a deletion: the SIM may be in an import bundle.
                     let key = l.sim(&imsi);
                     if !compared.contains(&key) {
-                        compares.push(rev_compare(&key, expect_rev));
+                        self.sim_compares(&imsi, &key, expect_rev, &mut compares)?;
                         compared.push(key.clone());
                     }
-                    writes.put(key, None);
+                    writes.put(key, Some(layout::TOMBSTONE.to_vec()));
                 }
                 Op::PutProfile(p) => writes.put(l.profile(&p.name), Some(encoding::encode(&p))),
                 Op::PutEvent(ev) => {
@@ -174,6 +259,17 @@ impl Shared {
                 }
             }
         }
+        let bundled_sims_empty = bundled_sims.is_empty();
+        if !bundled_sims_empty {
+            let at = bundled_events
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or_else(now_millis);
+            let key = l.sim_bundle(at, self.next_counter());
+            writes.put(key, Some(encoding::encode(&bundled_sims)));
+            writes.put(l.sim_bundle_mark(), Some(Vec::new()));
+        }
         // One bundle per event time (a bulk write stamps all its events alike), so a bundle's
         // key says how old all of its events are.
         for (at, list) in bundled_events {
@@ -209,6 +305,7 @@ impl Shared {
         Ok((
             Txn::new().when(compares).and_then(ops).or_else(reads),
             compared,
+            !bundled_sims_empty,
         ))
     }
 
@@ -216,7 +313,7 @@ impl Shared {
         if batch.is_empty() {
             return Ok(Commit::Committed);
         }
-        let (txn, compared) = self.txn(batch)?;
+        let (txn, compared, unread) = self.txn(batch)?;
         let started = Instant::now();
         let mut kv = self.client.kv_client();
         let res = tokio::time::timeout(self.settings.request_timeout, kv.txn(txn)).await;
@@ -261,7 +358,11 @@ impl Shared {
                 }
             }
         }
-        if absent || compared.is_empty() {
+        if unread {
+            // A SIM of the bundle has a key of its own now, written at most at `revision`.
+            self.wait_applied(revision, self.settings.request_timeout)
+                .await;
+        } else if absent || compared.is_empty() {
             // A deleted key's deletion revision is not returned: wait briefly for the current one.
             self.wait_applied(revision, Duration::from_millis(200))
                 .await;
@@ -338,7 +439,9 @@ impl Shared {
         observe("get", started, got.is_ok());
         let got = got.map_err(etcd_err)?;
         let Some(kv) = got.kvs().first() else {
-            return Ok(None);
+            // No key of its own: the SIM is its import bundle's entry, if it has one (a bundle
+            // never changes; one newer than the cache holds only SIMs this node has not read).
+            return Ok(self.cache.sim(&imsi)?.filter(|s| layout::is_bundled(s.rev)));
         };
         match self
             .layout
@@ -359,6 +462,15 @@ impl Shared {
             _ => Ok(None),
         }
     }
+}
+
+/// Now, in milliseconds since the epoch (a SIM bundle's key when its batch has no event).
+fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+        })
 }
 
 fn rev_compare(key: &[u8], expect_rev: u64) -> Compare {

@@ -6,8 +6,9 @@
 //!   `prev_kv` does not continue the cached revision, rebuilds the cache from a paginated read at
 //!   one fixed revision.
 //! - [`Ledger`]: every batch is one etcd transaction. A SIM write compares the key's
-//!   `mod_revision` with the one the caller read (the cache holds it as the record's `rev`); an
-//!   [`Op::ExpectMeta`] compares a value. A commit returns once this node's cache has applied it
+//!   `mod_revision` with the one the caller read (the cache holds it as the record's `rev`; a
+//!   SIM still only in its import bundle compares that it has no key of its own, see
+//!   [`layout`]); an [`Op::ExpectMeta`] compares a value. A commit returns once this node's cache has applied it
 //!   (read-your-writes); a lost compare once the cache shows the newer state; a transport error
 //!   is [`Commit::Unknown`].
 //! - [`Coordination`]: a lease per node ([`lease`]); the node key carries how far the node has
