@@ -183,15 +183,21 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
                     changes.push(Change::DeleteMeta(layout::tomb_meta(&imsi)));
                 }
             } else if kv.key().starts_with(&sim_bundles) {
-                // Its SIMs had no key of its own when it was written (its compare): the cache
-                // holds none of them, or, after a node's failover mid-import, their entry of
-                // an earlier bundle of the same request.
+                // Its SIMs had no key of its own (record or tombstone) when it was written:
+                // its compares say so. The cache holds none of them, or, after a failover of
+                // the provisioning processor mid-import, their entry of an earlier bundle of
+                // the same request; a record of their own means an event was lost.
                 if let Ok(Parsed::Bundle(list)) = &parsed {
                     for c in list {
                         let Change::PutSim(s) = c else { continue };
-                        if expected.contains_key(&s.imsi)
-                            || own_key_rev(shared, &s.imsi, &mut absent)?.is_some()
-                        {
+                        let own = match shared.cache.sim(&s.imsi)? {
+                            Some(held) => !layout::is_bundled(held.rev),
+                            None => {
+                                absent.insert(s.imsi);
+                                false
+                            }
+                        };
+                        if own || expected.contains_key(&s.imsi) {
                             tracing::warn!(imsi = %s.imsi, revision = rev,
                                 "import bundle over a SIM's own key; rebuilding");
                             return Ok(Stop::Rebuild("gap"));

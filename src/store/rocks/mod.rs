@@ -175,9 +175,10 @@ impl RocksStore {
                 bb.set_block_size(4096);
                 o.set_block_based_table_factory(&bb);
             }
-            // Point lookups that mostly miss (a new SIM, a SIM not charged yet this month):
-            // a memtable bloom filter answers them without a skip-list search.
-            if *name == CF_SIMS || *name == CF_BILLING {
+            // Point lookups that mostly miss (a new SIM, a SIM not charged yet this month, a
+            // cluster cache's tombstone of a SIM never deleted): a memtable bloom filter answers
+            // them without a skip-list search.
+            if *name == CF_SIMS || *name == CF_BILLING || *name == CF_META {
                 o.set_memtable_whole_key_filtering(true);
                 o.set_memtable_prefix_bloom_ratio(0.1);
             }
