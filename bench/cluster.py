@@ -554,8 +554,9 @@ def phase_import(a, nodes, etcd, txn_ops, first, n):
     meter = m.stop()
     # What the etcd store keeps in flight (src/store/etcd/mod.rs: 2 048 writes, 1 to 16).
     in_flight = min(max(2048 // txn_ops, 1), 16)
-    # SIMs per transaction (src/store/etcd/ledger.rs max_batch_sims): a compare per SIM, the new
-    # SIMs in one bundle key, and the batch's event and charge bundles.
+    # SIMs per transaction (src/store/etcd/ledger.rs max_batch_sims): the new SIMs in one bundle
+    # key with one compare per run of fresh IMSIs (src/store/etcd/bundle.rs), and the batch's
+    # event and charge bundles.
     per_txn = txn_ops - 14 if txn_ops >= 24 else max(txn_ops // 3, 1)
     return {"txn_ops": txn_ops, "sims_per_txn": per_txn, "in_flight": in_flight,
             "sims": n, "files": len(ids),
@@ -669,7 +670,7 @@ def table(doc):
             f"per transaction, {d['in_flight']} in flight; {B.fmt_int(d['sims'])} SIMs in "
             f"{d['files']} files) | "
             f"{B.fmt_int(d['sims_per_s'])} SIMs/s | ≥ 50 000/s | CPU per SIM: etcd members "
-            f"{per(m, 'm', d['sims'], 1e6):.0f} µs (a compare a SIM and 3 bundle keys a transaction, each applied by 3 members), nodes "
+            f"{per(m, 'm', d['sims'], 1e6):.0f} µs (3 bundle keys and a range compare a transaction, each applied by 3 members), nodes "
             f"{per(m, 'node', d['sims'], 1e6):.0f} µs; {limits_text(m)} |")
     if "size" in r:
         z = r["size"]

@@ -295,7 +295,32 @@ fn a_large_import_is_applied_once_and_an_oversize_one_is_refused_with_413() {
     // 60 000 SIMs: 527 transactions of 114 SIMs (and their two bundles) at etcd's default
     // --max-txn-ops, up to 16 of them in flight at once.
     let imsis: Vec<String> = (0..60_000).map(|i| format!("00102{i:010}")).collect();
+    // Inside the range, before the import: SIMs with a key of their own (created one by one,
+    // two of them bound) and a deleted one (a tombstone). The import's compares of "no key of
+    // its own" go around them; they are written under their own keys and keep their bindings.
+    let own: Vec<String> = [7, 1_000, 1_001, 30_000, 59_998]
+        .iter()
+        .map(|&i| imsis[i].clone())
+        .collect();
+    ds[0].api().import_locked(own.clone());
+    let device = |i: usize| format!("3520990019{i:04}01");
+    for (i, imsi) in own.iter().enumerate().take(2) {
+        assert_eq!(radius(&ds[1], imsi, &device(i), i as u8), Some(ACCEPT));
+    }
+    ds[0]
+        .api()
+        .submit_wait("DELETE", &format!("/v1/sims/{}", own[4]), None);
     ds[0].api().import_locked(imsis.clone());
+    for (i, imsi) in own.iter().enumerate() {
+        let sim = ds[1].api().sim(imsi);
+        assert_eq!(sim["effective"], "lock", "{sim}");
+        let want = if i < 2 {
+            Value::from(&device(i)[..14])
+        } else {
+            Value::Null
+        };
+        assert_eq!(sim["bound_imei"], want, "{sim}");
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -8,7 +8,7 @@
 //! This module decides nothing (the engine and provisioning judge) and reads no session state of
 //! its own: reads are the cache's.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -135,39 +135,6 @@ impl Shared {
         Ok(())
     }
 
-    /// The SIMs of `batch` it creates in an import bundle: those it puts once and nothing else,
-    /// read as absent, that this node's cache does not hold either and that have no tombstone,
-    /// if there are at least [`BUNDLE_MIN`]. (A bundle written since the cache's position may
-    /// hold one of them too: only a new provisioning processor re-doing the same request writes
-    /// that, and the newer entry, the same SIM, wins.)
-    fn bundled_sims(&self, batch: &Batch) -> Result<HashSet<Imsi>, StoreError> {
-        let mut ops: HashMap<Imsi, (usize, bool)> = HashMap::new();
-        for op in &batch.ops {
-            let (imsi, new) = match op {
-                Op::PutSim { sim, expect_rev } => (sim.imsi, *expect_rev == 0),
-                Op::DeleteSim { imsi, .. } => (*imsi, false),
-                _ => continue,
-            };
-            let e = ops.entry(imsi).or_insert((0, true));
-            e.0 += 1;
-            e.1 &= new;
-        }
-        let mut new = HashSet::new();
-        for (imsi, (n, fresh)) in ops {
-            if n == 1
-                && fresh
-                && self.cache.sim(&imsi)?.is_none()
-                && self.cache.meta(&layout::tomb_meta(&imsi))?.is_none()
-            {
-                new.insert(imsi);
-            }
-        }
-        if new.len() < BUNDLE_MIN {
-            new.clear();
-        }
-        Ok(new)
-    }
-
     /// The transaction for `batch`: its compares, its writes (one per key, the last wins), and
     /// on failure reads of the compared keys (to know how far the cache must get; none for the
     /// SIMs of an import bundle: the failure then waits for the current revision).
@@ -176,7 +143,8 @@ impl Shared {
         let mut compares = Vec::new();
         let mut compared: Vec<Vec<u8>> = Vec::new();
         let mut writes = Writes::default();
-        let new_sims = self.bundled_sims(&batch)?;
+        let (new_sims, bundle_compares) = self.bundled_sims(&batch)?;
+        compares.extend(bundle_compares);
         let mut bundled_sims: Vec<SimRecord> = Vec::with_capacity(new_sims.len());
         let events = batch
             .ops
@@ -194,8 +162,6 @@ impl Shared {
         for op in batch.ops {
             match op {
                 Op::PutSim { sim, .. } if new_sims.contains(&sim.imsi) => {
-                    let key = l.sim(&sim.imsi);
-                    compares.push(Compare::create_revision(key, CompareOp::Equal, 0));
                     bundled_sims.push(sim);
                 }
                 Op::PutSim { sim, expect_rev } => {

@@ -19,6 +19,7 @@
 //! rebuilding).
 
 mod applied;
+mod bundle;
 mod connect;
 mod coordination;
 mod follow;

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use rocksdb::WriteBatch;
 
 use super::{backend, write_opts, RocksStore, ALL_CFS};
-use super::{CF_BILLING, CF_EVENTS, CF_META, CF_OUTBOX, CF_PROFILES, CF_REQUESTS};
+use super::{CF_BILLING, CF_EVENTS, CF_META, CF_OUTBOX, CF_PROFILES, CF_REQUESTS, CF_SIMS};
 use crate::context::Imsi;
 use crate::imei::Imei;
 use crate::store::{encoding, keys, Charge, Durability, Event, LocalRead, Millis, OutboxEntry};
@@ -261,6 +261,66 @@ impl RocksStore {
         inner.profiles.write().clear();
         inner.next_request.store(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// IMSIs of the SIMs stored from `from` to `to` (both included, in key order), at most
+    /// `limit`: `None` when there are more.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] from RocksDB.
+    pub fn sims_between(
+        &self,
+        from: &Imsi,
+        to: &Imsi,
+        limit: usize,
+    ) -> Result<Option<Vec<Imsi>>, StoreError> {
+        let keys = self.keys_between(CF_SIMS, from.as_bytes(), to.as_bytes(), limit)?;
+        Ok(keys.map(|ks| ks.iter().filter_map(|k| Imsi::parse(k).ok()).collect()))
+    }
+
+    /// Meta keys from `from` to `to` (both included, in key order), at most `limit`: `None`
+    /// when there are more.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] from RocksDB.
+    pub fn meta_keys_between(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let keys = self.keys_between(CF_META, from.as_bytes(), to.as_bytes(), limit)?;
+        Ok(keys.map(|ks| {
+            ks.into_iter()
+                .map(|k| String::from_utf8_lossy(&k).into_owned())
+                .collect()
+        }))
+    }
+
+    fn keys_between(
+        &self,
+        cf: &str,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        let inner = &*self.inner;
+        let mut end = to.to_vec();
+        end.push(0);
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_range(from.to_vec()..end);
+        let mut it = inner.db.raw_iterator_cf_opt(&inner.cf(cf)?, opts);
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while let Some(k) = it.key() {
+            if out.len() >= limit {
+                return Ok(None);
+            }
+            out.push(k.to_vec());
+            it.next();
+        }
+        it.status().map_err(backend)?;
+        Ok(Some(out))
     }
 
     /// Meta `key` as a big-endian u64 (0 when absent).
