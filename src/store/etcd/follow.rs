@@ -188,17 +188,24 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
                 // the provisioning processor mid-import, their entry of an earlier bundle of
                 // the same request; a record of their own means an event was lost.
                 if let Ok(Parsed::Bundle(list)) = &parsed {
-                    for c in list {
-                        let Change::PutSim(s) = c else { continue };
-                        let own = match shared.cache.sim(&s.imsi)? {
-                            Some(held) => !layout::is_bundled(held.rev),
+                    let imsis: Vec<Imsi> = list
+                        .iter()
+                        .filter_map(|c| match c {
+                            Change::PutSim(s) => Some(s.imsi),
+                            _ => None,
+                        })
+                        .collect();
+                    let held = shared.cache.sims_stored(&imsis)?;
+                    for (imsi, held) in imsis.iter().zip(held) {
+                        let own = match held {
+                            Some(h) => !layout::is_bundled(h.rev),
                             None => {
-                                absent.insert(s.imsi);
+                                absent.insert(*imsi);
                                 false
                             }
                         };
-                        if own || expected.contains_key(&s.imsi) {
-                            tracing::warn!(imsi = %s.imsi, revision = rev,
+                        if own || expected.contains_key(imsi) {
+                            tracing::warn!(%imsi, revision = rev,
                                 "import bundle over a SIM's own key; rebuilding");
                             return Ok(Stop::Rebuild("gap"));
                         }
