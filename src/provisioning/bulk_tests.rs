@@ -12,9 +12,9 @@ use crate::imei::Imei;
 use crate::provisioning::{BillingSettings, Provisioner};
 use crate::store::memory::MemStore;
 use crate::store::{
-    Batch, BoxFuture, Charge, Commit, Coordination, Durability, Event, EventId, EventKind,
-    ImeiManagement, ImportRow, Ledger, LedgerFuture, LocalRead, Millis, Op, Operation, OutboxEntry,
-    ProfileRecord, RequestRecord, RequestStatus, SimRecord, Singleton, StoreCounts, StoreError,
+    Batch, BoxFuture, Commit, Coordination, Durability, EventKind, ImeiManagement, ImportRow,
+    Ledger, LedgerFuture, LocalRead, Millis, Op, Operation, RequestRecord, RequestStatus,
+    SimRecord, Singleton, StoreError,
 };
 
 /// 2026-03-10T12:00:00Z
@@ -112,73 +112,8 @@ impl LocalRead for Pipelined {
     fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
         self.inner.sim(imsi)
     }
-    fn sim_in_memory(&self, imsi: &Imsi) -> Option<SimRecord> {
-        self.inner.sim_in_memory(imsi)
-    }
-    fn profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
-        self.inner.profile(name)
-    }
-    fn sims_of_profile(
-        &self,
-        name: &str,
-        after: Option<&Imsi>,
-        limit: usize,
-    ) -> Result<Vec<Imsi>, StoreError> {
-        self.inner.sims_of_profile(name, after, limit)
-    }
-    fn scan_sims(
-        &self,
-        prefix: &str,
-        after: Option<&Imsi>,
-        limit: usize,
-    ) -> Result<Vec<SimRecord>, StoreError> {
-        self.inner.scan_sims(prefix, after, limit)
-    }
-    fn profiles(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ProfileRecord>, StoreError> {
-        self.inner.profiles(after, limit)
-    }
-    fn profile_member_count(&self, name: &str) -> Result<u64, StoreError> {
-        self.inner.profile_member_count(name)
-    }
-    fn events(&self, imsi: &Imsi, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.inner.events(imsi, limit)
-    }
-    fn expired_events(
-        &self,
-        before: Millis,
-        after: Option<EventId>,
-        scan: usize,
-    ) -> Result<(Vec<EventId>, Option<EventId>), StoreError> {
-        self.inner.expired_events(before, after, scan)
-    }
-    fn request(&self, seq: u64) -> Result<Option<RequestRecord>, StoreError> {
-        self.inner.request(seq)
-    }
-    fn requests_after(&self, after: u64, limit: usize) -> Result<Vec<RequestRecord>, StoreError> {
-        self.inner.requests_after(after, limit)
-    }
-    fn last_request_seq(&self) -> u64 {
-        self.inner.last_request_seq()
-    }
-    fn charges(&self, month: &str) -> Result<Vec<Charge>, StoreError> {
-        self.inner.charges(month)
-    }
-    fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError> {
-        self.inner.charge(month, imsi)
-    }
-    fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
-        self.inner.outbox(limit)
-    }
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.meta(key)
-    }
-    fn approximate_counts(&self) -> StoreCounts {
-        self.inner.approximate_counts()
-    }
+
+    crate::store::forward_local_read_but_sim!(inner);
 }
 
 impl Coordination for Pipelined {
