@@ -23,19 +23,23 @@ use crate::context::Imsi;
 use crate::store::{Batch, LocalRead, Op, StoreError};
 
 impl Shared {
-    /// The SIMs of `batch` it creates in an import bundle, and the compares that none of them
-    /// has a key of its own: those it puts once and nothing else, read as absent, that this
-    /// node's cache does not hold either and that have no tombstone, if there are at least
-    /// [`BUNDLE_MIN`]. One compare covers each run of them in IMSI order that no SIM or
-    /// tombstone the cache knows interrupts ("no key at all in `P/sim/<first>`..`<last>`": a
-    /// fresh range of IMSIs is one compare, not one a SIM); a key the cache does not know yet
-    /// fails it, and the request is applied again from the newer state. (A bundle written since
-    /// the cache's position may hold one of them too: only a new provisioning processor
-    /// re-doing the same request writes that, and the newer entry, the same SIM, wins.)
+    /// The SIMs of `batch` that go in its import bundle (at least [`BUNDLE_MIN`], or none),
+    /// and the compares that guard them (see the module). (A bundle written since the cache's
+    /// position may hold one of them too: only a new provisioning processor re-doing the same
+    /// request writes that, and the newer entry, the same SIM, wins.)
     pub(super) fn bundled_sims(
         &self,
         batch: &Batch,
     ) -> Result<(HashSet<Imsi>, Vec<Compare>), StoreError> {
+        let creates = batch
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::PutSim { expect_rev: 0, .. }))
+            .count();
+        if creates < BUNDLE_MIN {
+            // A session's bind, a single change: nothing to bundle, nothing to look up.
+            return Ok((HashSet::new(), Vec::new()));
+        }
         let mut ops: HashMap<Imsi, (usize, bool)> = HashMap::new();
         for op in &batch.ops {
             let (imsi, new) = match op {
