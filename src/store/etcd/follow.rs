@@ -168,7 +168,7 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
                 let prev = ev.prev_kv().map(|p| p.mod_revision().max(0) as u64);
                 let cached = match expected.get(&imsi) {
                     Some(r) => *r,
-                    None => own_key_rev(shared, &imsi, &mut absent)?,
+                    None => own_key_rev(&shared.cache, &imsi, &mut absent)?,
                 };
                 if prev != cached {
                     tracing::warn!(%imsi, ?prev, ?cached, revision = rev,
@@ -249,20 +249,20 @@ fn with_lease(mut rec: super::NodeRecord, lease: i64) -> super::NodeRecord {
     rec
 }
 
-/// The `mod_revision` of `imsi`'s own key as the cache knows it: its record's, or its
+/// The `mod_revision` of `imsi`'s own key as `cache` knows it: its record's, or its
 /// tombstone's; `None` when it has neither (not stored, or stored from an import bundle). A SIM
-/// the cache does not store goes into `absent`.
+/// `cache` does not store goes into `absent`.
 fn own_key_rev(
-    shared: &Shared,
+    cache: &RocksStore,
     imsi: &Imsi,
     absent: &mut HashSet<Imsi>,
 ) -> Result<Option<u64>, StoreError> {
-    match shared.cache.sim(imsi)? {
+    match cache.sim(imsi)? {
         Some(s) if layout::is_bundled(s.rev) => Ok(None),
         Some(s) => Ok(Some(s.rev)),
         None => {
             absent.insert(*imsi);
-            let tomb = shared.cache.meta(&layout::tomb_meta(imsi))?;
+            let tomb = cache.meta(&layout::tomb_meta(imsi))?;
             Ok(tomb.as_deref().and_then(layout::tomb_rev))
         }
     }
@@ -485,21 +485,15 @@ pub(super) async fn read_at(
                     read.data_rev = read.data_rev.max(item.mod_revision().max(0) as u64);
                     for c in list {
                         match &c {
-                            Change::PutSim(s) if layout::is_bundled(s.rev) => {
-                                if own.contains(&s.imsi) {
-                                    continue;
-                                }
-                                match target.sim(&s.imsi)? {
-                                    Some(held) if !layout::is_bundled(held.rev) => continue,
-                                    Some(_) => {}
-                                    None => {
-                                        let tomb = layout::tomb_meta(&s.imsi);
-                                        if target.meta(&tomb)?.is_some() {
-                                            continue;
-                                        }
-                                        absent.insert(s.imsi);
-                                    }
-                                }
+                            // Hidden by a key of its own (record or tombstone), read on this
+                            // page or an earlier one.
+                            Change::PutSim(s)
+                                if layout::is_bundled(s.rev)
+                                    && (own.contains(&s.imsi)
+                                        || own_key_rev(target, &s.imsi, &mut absent)?
+                                            .is_some()) =>
+                            {
+                                continue;
                             }
                             Change::DeleteSim(imsi) => {
                                 absent.insert(*imsi);

@@ -17,6 +17,7 @@ use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 use super::layout::{self, Parsed};
 use super::{etcd_err, observe, EtcdStore, Shared};
 use crate::context::Imsi;
+use crate::engine::{Clock, SystemClock};
 use crate::imei::Imei;
 use crate::store::rocks::replica::Change;
 use crate::store::{
@@ -231,7 +232,7 @@ impl Shared {
                 .keys()
                 .next_back()
                 .copied()
-                .unwrap_or_else(now_millis);
+                .unwrap_or_else(|| SystemClock::default().now_ms());
             let key = l.sim_bundle(at, self.next_counter());
             writes.put(key, Some(encoding::encode(&bundled_sims)));
             writes.put(l.sim_bundle_mark(), Some(Vec::new()));
@@ -428,15 +429,6 @@ impl Shared {
             _ => Ok(None),
         }
     }
-}
-
-/// Now, in milliseconds since the epoch (a SIM bundle's key when its batch has no event).
-fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| {
-            Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
-        })
 }
 
 fn rev_compare(key: &[u8], expect_rev: u64) -> Compare {
