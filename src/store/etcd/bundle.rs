@@ -76,12 +76,7 @@ impl Shared {
             return self.bundled_one_by_one(candidates);
         };
         let mut known: Vec<Imsi> = held;
-        known.extend(
-            tombs
-                .iter()
-                .filter_map(|k| k.strip_prefix("tomb/"))
-                .filter_map(|s| Imsi::parse(s.as_bytes()).ok()),
-        );
+        known.extend(tombs.iter().filter_map(|k| layout::tomb_imsi(k)));
         known.sort_unstable();
         let (new, runs) = runs(&candidates, &known);
         let new: HashSet<Imsi> = new.into_iter().collect();

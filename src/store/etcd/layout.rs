@@ -82,6 +82,11 @@ pub fn tomb_meta(imsi: &Imsi) -> String {
     format!("tomb/{imsi}")
 }
 
+/// The IMSI of a [`tomb_meta`] key.
+pub fn tomb_imsi(meta_key: &str) -> Option<Imsi> {
+    Imsi::parse(meta_key.strip_prefix("tomb/")?.as_bytes()).ok()
+}
+
 /// The revision a [`tomb_meta`] value holds.
 pub fn tomb_rev(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?))

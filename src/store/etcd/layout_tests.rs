@@ -254,6 +254,7 @@ fn sim_bundles_and_tombstones_parse_to_their_cache_changes() {
             [Change::DeleteSim(i), Change::PutMeta { key, value }] => {
                 assert_eq!(*i, a);
                 assert_eq!(key, &tomb_meta(&a));
+                assert_eq!(tomb_imsi(key), Some(a));
                 assert_eq!(tomb_rev(value), Some(80));
             }
             other => panic!("{other:?}"),
