@@ -26,8 +26,14 @@ use std::time::{Duration, Instant};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 
 use super::layout::{encode_seen, NodeRecord};
-use super::{observe, Shared};
+use super::{observe, unsent, Shared};
 use crate::store::Singleton;
+
+/// Bound on one publication of this node's state.
+const PUBLISH_WAIT: Duration = Duration::from_millis(500);
+
+/// Bound on one lease grant.
+const GRANT_WAIT: Duration = Duration::from_secs(1);
 
 /// Keeps this node's lease until the store stops.
 pub(super) async fn run(shared: Arc<Shared>) {
@@ -35,11 +41,17 @@ pub(super) async fn run(shared: Arc<Shared>) {
     while !shared.stopped.load(Ordering::SeqCst) {
         let mut client = shared.client.clone();
         let sent = Instant::now();
-        let granted = client.lease_grant(ttl, None).await;
-        observe("lease", sent, granted.is_ok());
+        // Bounded: an attempt stuck on an unreachable member must not delay the next one
+        // past the moment the network heals.
+        let granted = tokio::time::timeout(GRANT_WAIT, client.lease_grant(ttl, None)).await;
+        observe("lease", sent, matches!(granted, Ok(Ok(_))));
         let granted = match granted {
-            Ok(g) => g,
-            Err(e) => {
+            Ok(Ok(g)) => g,
+            Err(_) => {
+                tracing::warn!("no lease from etcd within 1 s; retrying");
+                continue;
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot get a lease from etcd; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
@@ -70,24 +82,40 @@ pub(super) async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// Pause before a keep-alive is retried after one went unanswered (a member killed or cut off:
+/// the next try goes through a fresh stream, which the client balances onto a live member).
+const KEEP_ALIVE_RETRY: Duration = Duration::from_millis(100);
+
 /// Keeps lease `id` alive until it cannot be.
+///
+/// A keep-alive goes out every third of the TTL and waits at most that long (and at most 1 s)
+/// for its answer; an unanswered one is retried on a new stream (opened within the same bound)
+/// every 100 ms while the lease is still valid here, so a new etcd leader elected within the TTL finds the lease renewed
+/// instead of this node rejoining.
 async fn keep_alive(shared: &Shared, id: i64, ttl: Duration) {
     let mut client = shared.client.clone();
     let Ok((mut keeper, mut stream)) = client.lease_keep_alive(id).await else {
         return;
     };
     let every = ttl / 3;
+    let wait = every.min(Duration::from_secs(1));
+    let mut retrying = false;
     loop {
         acquire_singletons(shared, id).await;
-        let wake = shared.state_changed.notified();
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = wake => {
-                // A state change (a lock released, caught up): act on it, keep-alive on time.
-                if shared.lease.lock().valid_until.is_some_and(|t| {
-                    t.saturating_duration_since(Instant::now()) > ttl - every
-                }) {
-                    continue;
+        if retrying {
+            tokio::time::sleep(KEEP_ALIVE_RETRY).await;
+        } else {
+            let wake = shared.state_changed.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = wake => {
+                    // A state change (a lock released, caught up): act on it, keep-alive on
+                    // time.
+                    if shared.lease.lock().valid_until.is_some_and(|t| {
+                        t.saturating_duration_since(Instant::now()) > ttl - every
+                    }) {
+                        continue;
+                    }
                 }
             }
         }
@@ -95,14 +123,31 @@ async fn keep_alive(shared: &Shared, id: i64, ttl: Duration) {
             return;
         }
         let sent = Instant::now();
+        if retrying {
+            // A fresh stream first: the old one may sit on a member that is gone.
+            match tokio::time::timeout(wait, client.lease_keep_alive(id)).await {
+                Ok(Ok((k, s))) => {
+                    keeper = k;
+                    stream = s;
+                }
+                _ => {
+                    observe("lease", sent, false);
+                    if !shared.lease_valid() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let answered = async {
             keeper.keep_alive().await.ok()?;
             stream.message().await.ok().flatten()
         };
-        match tokio::time::timeout(ttl.min(Duration::from_secs(2)), answered).await {
+        match tokio::time::timeout(wait, answered).await {
             Ok(Some(r)) if r.ttl() > 0 => {
                 shared.lease.lock().valid_until = Some(sent + Duration::from_secs(r.ttl() as u64));
                 observe("lease", sent, true);
+                retrying = false;
             }
             Ok(Some(_)) => {
                 observe("lease", sent, false);
@@ -114,14 +159,7 @@ async fn keep_alive(shared: &Shared, id: i64, ttl: Duration) {
                     return;
                 }
                 // Not answered: keep trying while the lease is still valid here.
-                let Ok((k, s)) = client.lease_keep_alive(id).await else {
-                    if !shared.lease_valid() {
-                        return;
-                    }
-                    continue;
-                };
-                keeper = k;
-                stream = s;
+                retrying = true;
             }
         }
     }
@@ -188,15 +226,18 @@ pub(super) async fn publish(shared: Arc<Shared>) {
         if lease != 0 && last.as_ref() != Some(&(rec.clone(), lease)) {
             let body = serde_json::to_vec(&rec).unwrap_or_default();
             let t = Instant::now();
-            let put = shared
-                .client
-                .kv_client()
-                .put(
-                    shared.layout.node(&shared.settings.node_name),
-                    body,
-                    Some(PutOptions::new().with_lease(lease)),
-                )
-                .await;
+            let mut kv = shared.client.kv_client();
+            let put = kv.put(
+                shared.layout.node(&shared.settings.node_name),
+                body,
+                Some(PutOptions::new().with_lease(lease)),
+            );
+            // Bounded well below `max_lag_ms`: a put stuck on a member that died is given up and
+            // sent again, so the others see this node's progress soon after a new leader.
+            let put = match tokio::time::timeout(PUBLISH_WAIT, put).await {
+                Ok(r) => r.map_err(|e| (unsent::unsent(&e), e.to_string())),
+                Err(_) => Err((false, "timed out".to_owned())),
+            };
             observe("put", t, put.is_ok());
             match put {
                 Ok(r) => {
@@ -214,9 +255,10 @@ pub(super) async fn publish(shared: Arc<Shared>) {
                     }
                     last = Some((rec, lease));
                 }
-                Err(e) => {
+                Err((unsent, e)) => {
                     tracing::warn!(error = %e, "cannot publish node state");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let pause = if unsent { 20 } else { 100 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                     continue;
                 }
             }

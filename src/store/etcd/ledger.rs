@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 
 use super::layout::{self, Parsed};
-use super::{etcd_err, observe, EtcdStore, Shared};
+use super::{etcd_err, observe, unsent, EtcdStore, Shared};
 use crate::context::Imsi;
 use crate::engine::{Clock, SystemClock};
 use crate::imei::Imei;
@@ -282,14 +282,15 @@ impl Shared {
         }
         let (txn, compared, unread) = self.txn(batch)?;
         let started = Instant::now();
+        let deadline = started + self.settings.request_timeout;
         let mut kv = self.client.kv_client();
-        let res = tokio::time::timeout(self.settings.request_timeout, kv.txn(txn)).await;
+        let res = unsent::txn(&mut kv, &txn, deadline).await;
         let resp = match res {
-            Ok(Ok(r)) => {
+            Some(Ok(r)) => {
                 observe("txn", started, true);
                 r
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 observe("txn", started, false);
                 if let Some(refused) = too_large(&e) {
                     return Err(refused);
@@ -297,7 +298,7 @@ impl Shared {
                 tracing::warn!(error = %e, "etcd transaction failed; outcome unknown");
                 return Ok(Commit::Unknown);
             }
-            Err(_) => {
+            None => {
                 observe("txn", started, false);
                 tracing::warn!("etcd transaction timed out; outcome unknown");
                 return Ok(Commit::Unknown);
@@ -344,7 +345,7 @@ impl Shared {
         let mut kv = self.client.kv_client();
         for _ in 0..64 {
             let started = Instant::now();
-            let got = kv.get(counter.clone(), None).await;
+            let got = unsent::get(&mut kv, &counter, None, self.settings.request_timeout).await;
             observe("get", started, got.is_ok());
             let got = got.map_err(etcd_err)?;
             let (last, mod_rev) = match got.kvs().first() {
@@ -375,11 +376,18 @@ impl Shared {
                     TxnOp::put(counter.clone(), rec.seq.to_be_bytes().to_vec(), None),
                 ]);
             let started = Instant::now();
-            let resp = kv.txn(txn).await;
-            observe("txn", started, resp.is_ok());
-            let resp = resp.map_err(|e| {
-                too_large(&e).unwrap_or_else(|| StoreError::Unknown(format!("etcd: {e}")))
-            })?;
+            let deadline = started + self.settings.request_timeout;
+            let resp = unsent::txn(&mut kv, &txn, deadline).await;
+            observe("txn", started, matches!(resp, Some(Ok(_))));
+            let resp = match resp {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    return Err(
+                        too_large(&e).unwrap_or_else(|| StoreError::Unknown(format!("etcd: {e}")))
+                    )
+                }
+                None => return Err(StoreError::Unknown("etcd: transaction timed out".into())),
+            };
             if resp.succeeded() {
                 let revision = resp.header().map_or(0, |h| h.revision()).max(0) as u64;
                 if !self
@@ -402,7 +410,8 @@ impl Shared {
     async fn read_back(&self, imsi: Imsi) -> Result<Option<SimRecord>, StoreError> {
         let key = self.layout.sim(&imsi);
         let started = Instant::now();
-        let got = self.client.kv_client().get(key.clone(), None).await;
+        let mut kv = self.client.kv_client();
+        let got = unsent::get(&mut kv, &key, None, self.settings.request_timeout).await;
         observe("get", started, got.is_ok());
         let got = got.map_err(etcd_err)?;
         let Some(kv) = got.kvs().first() else {

@@ -27,6 +27,7 @@ pub mod import;
 pub mod layout;
 mod lease;
 mod ledger;
+mod unsent;
 mod verify;
 pub use verify::{FamilyCheck, Verification};
 
@@ -317,6 +318,7 @@ fn register_metrics() {
         metrics::counter!("imei_lockd_cache_rebuilds_total", "reason" => outcome).increment(0);
     }
     metrics::counter!("imei_lockd_cluster_evictions_total").increment(0);
+    metrics::counter!("imei_lockd_etcd_unsent_retries_total").increment(0);
     for result in ["equal", "different"] {
         metrics::counter!("imei_lockd_cache_verifications_total", "result" => result).increment(0);
     }
