@@ -14,7 +14,7 @@ APT_BUILD=(libclang-dev g++ make protobuf-compiler libprotobuf-dev)
 # etcd-server (and etcd-client's etcdctl) for cluster mode: the tests start their own members on
 # loopback ports, never the packaged service.
 APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd freeradius
-  qemu-system-x86 busybox-static cpio prometheus etcd-server etcd-client)
+  qemu-system-x86 busybox-static cpio prometheus etcd-server etcd-client iproute2)
 PIP_TEST=(python-diameter==0.9.0 schemathesis==4.32.5)
 
 want=("${APT_BUILD[@]}")

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::free_port;
+use super::netns::{Host, Net};
 
 /// How long [`EtcdCluster::start`] and [`EtcdCluster::restart`] wait for health.
 const READY_WITHIN: Duration = Duration::from_secs(20);
@@ -38,6 +39,10 @@ struct Member {
     paused: bool,
     /// Raft member id, as `endpoint status` reports it (known once the cluster is up).
     id: u64,
+    /// Its address: 127.0.0.1, or its namespace's when it runs in one.
+    addr: String,
+    /// The namespace it runs in ([`EtcdCluster::start_in`]).
+    netns: Option<Host>,
 }
 
 /// A running etcd cluster on 127.0.0.1 (members indexed 0..n, named `m0`, `m1`, ...).
@@ -213,11 +218,23 @@ impl EtcdCluster {
     /// that lost a port to another process between [`free_port`] and etcd's bind is retried on
     /// new ports (twice).
     pub fn start(n: usize) -> EtcdCluster {
+        Self::start_placed(n, None)
+    }
+
+    /// [`EtcdCluster::start`] with each member in a namespace of its own (`e0`, `e1`, ...) of
+    /// `net`, listening on its namespace address (ports 2379 and 2380): [`Net::cut`] of
+    /// [`EtcdCluster::host`] partitions that member from the other members and the nodes.
+    pub fn start_in(net: &mut Net, n: usize) -> EtcdCluster {
+        let hosts = (0..n).map(|i| net.add(&format!("e{i}"), false)).collect();
+        Self::start_placed(n, Some(hosts))
+    }
+
+    fn start_placed(n: usize, hosts: Option<Vec<Host>>) -> EtcdCluster {
         assert!(n >= 1, "an etcd cluster needs at least one member");
         let version = require_etcd();
         let mut attempt = 1;
         loop {
-            match Self::try_start(n, version.clone()) {
+            match Self::try_start(n, version.clone(), hosts.clone()) {
                 Ok(c) => return c,
                 Err(e) if attempt < 3 && e.contains("address already in use") => {
                     eprintln!("etcd cluster: a port was taken meanwhile, starting again: {e}");
@@ -228,9 +245,16 @@ impl EtcdCluster {
         }
     }
 
-    fn try_start(n: usize, version: String) -> Result<EtcdCluster, String> {
+    fn try_start(
+        n: usize,
+        version: String,
+        hosts: Option<Vec<Host>>,
+    ) -> Result<EtcdCluster, String> {
         let dir = tempfile::tempdir().unwrap();
-        let ports = distinct_free_ports(2 * n);
+        let ports = match hosts {
+            Some(_) => [2379, 2380].repeat(n),
+            None => distinct_free_ports(2 * n),
+        };
         let members = (0..n)
             .map(|i| {
                 let name = format!("m{i}");
@@ -243,6 +267,10 @@ impl EtcdCluster {
                     child: None,
                     paused: false,
                     id: 0,
+                    addr: hosts
+                        .as_ref()
+                        .map_or_else(|| "127.0.0.1".to_owned(), |h| h[i].addr.to_string()),
+                    netns: hosts.as_ref().map(|h| h[i].clone()),
                 }
             })
             .collect();
@@ -312,7 +340,7 @@ impl EtcdCluster {
     fn initial_cluster(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{}:{}", m.name, m.addr, m.peer_port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -332,9 +360,12 @@ impl EtcdCluster {
             "=== imei-lockd test harness: starting m{i} ({state}) ==="
         )
         .unwrap();
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let mut cmd = Command::new("etcd");
+        let client = format!("http://{}:{}", m.addr, m.client_port);
+        let peer = format!("http://{}:{}", m.addr, m.peer_port);
+        let mut cmd = match &m.netns {
+            Some(h) => Net::exec(h, "etcd"),
+            None => Command::new("etcd"),
+        };
         // The environment configures etcd too (ETCD_*): only the flags below count.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("ETCD") {
@@ -381,7 +412,13 @@ impl EtcdCluster {
 
     /// Client URL of member `i`.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        let m = &self.members[i];
+        format!("http://{}:{}", m.addr, m.client_port)
+    }
+
+    /// The namespace member `i` runs in, if started with [`EtcdCluster::start_in`].
+    pub fn host(&self, i: usize) -> Option<&Host> {
+        self.members[i].netns.as_ref()
     }
 
     /// Member `i`'s data directory.

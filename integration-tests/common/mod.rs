@@ -4,17 +4,21 @@
 
 #![allow(dead_code)]
 
+pub mod availability;
 pub mod checker;
 pub mod cluster;
 pub mod diameter;
 pub mod etcd;
+pub mod faults;
 pub mod history;
+pub mod netns;
 pub mod promtool;
 pub mod pydiameter;
 pub mod radius;
 pub mod webhook;
+pub mod workload;
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,6 +75,8 @@ pub fn free_port() -> u16 {
 /// Ports of one daemon instance.
 #[derive(Clone, Copy, Debug)]
 pub struct Ports {
+    /// The address every listener binds: 127.0.0.1, or a namespace's ([`Daemon::start_in`]).
+    pub host: Ipv4Addr,
     pub api: u16,
     pub metrics: u16,
     pub radius_auth: u16,
@@ -81,6 +87,7 @@ pub struct Ports {
 impl Ports {
     pub fn new() -> Self {
         Self {
+            host: Ipv4Addr::LOCALHOST,
             api: free_port(),
             metrics: free_port(),
             radius_auth: free_port(),
@@ -98,6 +105,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// The namespace it runs in ([`Daemon::start_in`]).
+    pub netns: Option<netns::Host>,
 }
 
 /// The configuration a test daemon runs with; `extra` is appended (more sections or tables).
@@ -116,6 +125,14 @@ pub struct Keys<'a> {
 /// [`config_text`] with more `[node]` and `[radius]` keys.
 pub fn config_text_with_keys(dir: &Path, ports: &Ports, keys: &Keys, extra: &str) -> String {
     let Keys { node, radius } = keys;
+    let host = ports.host;
+    // The RADIUS client: the test process, on loopback or on the host end of the node's link.
+    let client = if host.is_loopback() {
+        "127.0.0.1/32".to_owned()
+    } else {
+        let [a, b, c, _] = host.octets();
+        format!("{a}.{b}.{c}.0/24")
+    };
     format!(
         r#"
 [node]
@@ -128,27 +145,27 @@ level = "debug"
 [policy]
 unknown_sim = "reject"
 [radius]
-auth_listen = "127.0.0.1:{ra}"
-acct_listen = "127.0.0.1:{rc}"
+auth_listen = "{host}:{ra}"
+acct_listen = "{host}:{rc}"
 missing_imei = "reject"
 {radius}
 [[radius.clients]]
 name = "local"
-address = "127.0.0.1/32"
+address = "{client}"
 secret = "testing123"
 require_message_authenticator = true
 [diameter]
-listen = ["tcp://127.0.0.1:{d}"]
+listen = ["tcp://{host}:{d}"]
 origin_host = "aaa.localdomain"
 origin_realm = "localdomain"
 watchdog_s = 30
 [[diameter.peers]]
 origin_host = "pgw.localdomain"
 [api]
-listen = "127.0.0.1:{api}"
+listen = "{host}:{api}"
 token = "{TOKEN}"
 [metrics]
-listen = "127.0.0.1:{m}"
+listen = "{host}:{m}"
 [billing]
 lock_fee = "1.00"
 currency = "EUR"
@@ -175,8 +192,33 @@ impl Daemon {
 
     /// [`Daemon::start_with_env`] with more `[node]`/`[radius]` keys (see [`Keys`]).
     pub fn start_with_keys(keys: &Keys, extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_placed(keys, extra, env, None)
+    }
+
+    /// [`Daemon::start`] inside `host`'s namespace, every listener on its second link's address
+    /// (which the test reaches while a [`netns::Net::cut`] of its first link keeps etcd away).
+    pub fn start_in(host: &netns::Host, extra: &str) -> Self {
+        Self::start_placed(&Keys::default(), extra, &[], Some(host.clone()))
+    }
+
+    fn start_placed(
+        keys: &Keys,
+        extra: &str,
+        env: &[(&str, &str)],
+        netns: Option<netns::Host>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ports = Ports::new();
+        let host = netns.as_ref().map(|h| {
+            h.side_addr
+                .expect("a node's namespace has a client-side link")
+        });
+        let place = |mut p: Ports| {
+            if let Some(h) = host {
+                p.host = h;
+            }
+            p
+        };
+        let ports = place(Ports::new());
         let config = dir.path().join("imei-lockd.toml");
         std::fs::write(
             &config,
@@ -194,6 +236,7 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             log,
+            netns,
         };
         // A port found free may be taken by another process before the daemon binds it (tests
         // run in parallel, with etcd members and other daemons): new ports, a few times.
@@ -201,7 +244,7 @@ impl Daemon {
             match d.try_spawn() {
                 Ok(()) => return d,
                 Err(log) if log.contains("Address already in use") => {
-                    d.ports = Ports::new();
+                    d.ports = place(Ports::new());
                     std::fs::write(
                         &d.config,
                         config_text_with_keys(d.dir.path(), &d.ports, keys, extra),
@@ -229,7 +272,10 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = Command::new(bin("imei-lockd"));
+        let mut cmd = match &self.netns {
+            Some(h) => netns::Net::exec(h, bin("imei-lockd")),
+            None => Command::new(bin("imei-lockd")),
+        };
         cmd.arg("--config")
             .arg(&self.config)
             .stdin(Stdio::null())
@@ -269,7 +315,7 @@ impl Daemon {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.ports.api, path)
+        format!("http://{}:{}{}", self.ports.host, self.ports.api, path)
     }
 
     /// SIGKILL, no chance to flush anything.
@@ -299,7 +345,7 @@ impl Daemon {
 
     pub fn api(&self) -> Api {
         Api {
-            base: format!("http://127.0.0.1:{}", self.ports.api),
+            base: format!("http://{}:{}", self.ports.host, self.ports.api),
         }
     }
 }
@@ -412,7 +458,10 @@ impl Api {
 /// The daemon's Prometheus text (empty when it cannot be scraped).
 pub fn metrics_text(d: &Daemon) -> String {
     http()
-        .get(format!("http://127.0.0.1:{}/metrics", d.ports.metrics))
+        .get(format!(
+            "http://{}:{}/metrics",
+            d.ports.host, d.ports.metrics
+        ))
         .send()
         .and_then(|r| r.text())
         .unwrap_or_default()

@@ -6,6 +6,9 @@ Reads one JSON document from argv[1] or stdin:
      "origin_realm": "localdomain", "transport": "tcp"|"sctp", "steps": [{"op": "cer"}, {"op": "ccr", ...}, ...]}
 runs the steps in order on one TCP connection and prints one JSON document on stdout:
     {"results": [{...}, ...]}
+With the argument --stream, the document (without "steps") is the first line of stdin, the steps
+follow one JSON object per line, and each result is printed (and flushed) as one line as soon as it is known:
+the fault runs time every operation this way. A step's "timeout" (seconds) bounds its wait.
 A DWR from the server is answered (DWA 2001) whenever we are waiting and counted in
 "dwr_received" of the result of the step that saw it.
 
@@ -201,7 +204,7 @@ class Client:
             VendorSpecificApplicationId(vendor_id=VENDOR_TGPP, auth_application_id=a) for a in apps
         ]
         hbh = self.send(m)
-        a = self.wait_answer(hbh)
+        a = self.wait_answer(hbh, step.get("timeout", 10))
         out = self.summary(a)
         if a is not None:
             out["peer_origin_host"] = next(
@@ -253,7 +256,7 @@ class Client:
     def ccr(self, step):
         m = self.ccr_message(step)
         hbh = self.send(m, APP_GX)
-        return self.summary(self.wait_answer(hbh))
+        return self.summary(self.wait_answer(hbh, step.get("timeout", 10)))
 
     def aar(self, step):
         m = AaRequest()
@@ -368,7 +371,32 @@ class Client:
         return {"closed": bool(self.closed_soon(step.get("timeout", 5)))}
 
 
+def stream(cfg):
+    """The "stream" mode: one step per stdin line, one result per stdout line."""
+    first = json.loads(sys.stdin.readline())
+    cfg.update(first)
+    c = Client(cfg)
+    ops = {"cer": c.cer, "ccr": c.ccr, "aar": c.aar, "dwr": c.dwr}
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        step = json.loads(line)
+        try:
+            r = ops[step["op"]](step)
+        except OSError as e:
+            r = {"result_code": None, "error": str(e)}
+        r["op"] = step["op"]
+        r["closed"] = c.closed
+        sys.stdout.write(json.dumps(r, default=str) + "\n")
+        sys.stdout.flush()
+        if c.closed:
+            return
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--stream":
+        stream({})
+        return
     cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else json.load(sys.stdin)
     c = Client(cfg)
     results = []
