@@ -47,8 +47,8 @@ pub struct NodeFigures {
     pub answers_after: Option<u64>,
     /// Longest outage that began later than that (a stall after the node answered again).
     pub later_outage: u64,
-    /// From the fault's start until its last decision before answering stopped (the cut-off
-    /// node's "stops within its lease TTL"); None when it never stopped.
+    /// From the fault's start until the last decision of a session sent before the heal (the
+    /// cut-off node's "stops answering within its lease TTL"); None when none was decided.
     pub last_answer_after_start: Option<u64>,
 }
 
@@ -107,15 +107,12 @@ fn node_figures(span: &FaultSpan, node: &str, ops: &[&Op]) -> NodeFigures {
         .map(|(since, end)| end.unwrap_or(span.until).saturating_sub(*since))
         .max()
         .unwrap_or(0);
-    let last_answer_after_start = outages.first().map(|(since, _)| {
-        sessions
-            .iter()
-            .filter(|o| decided(o) && o.invoke < *since)
-            .filter_map(|o| o.complete)
-            .max()
-            .unwrap_or(span.start)
-            .saturating_sub(span.start)
-    });
+    let last_answer_after_start = sessions
+        .iter()
+        .filter(|o| decided(o) && o.invoke < span.healed)
+        .filter_map(|o| o.complete)
+        .max()
+        .map(|t| t.saturating_sub(span.start));
     NodeFigures {
         node: node.to_owned(),
         undecided: sessions.iter().filter(|o| !decided(o)).count(),
@@ -193,7 +190,8 @@ pub fn table(figures: &[FaultFigures]) -> String {
                     .map_or_else(|| "-".to_owned(), |v| v.to_string()),
                 f.requests,
                 f.requests_unknown,
-                ms(f.longest_request_wait),
+                f.longest_request_wait
+                    .map_or_else(|| "-".to_owned(), |v| v.to_string()),
             );
         }
     }

@@ -215,7 +215,8 @@ pub fn run(schedule: &[(Fault, Duration)], quiet: Duration, sims: usize) -> RunR
     thread::sleep(quiet);
     let mut spans: Vec<FaultSpan> = Vec::new();
     for (k, &(fault, hold)) in schedule.iter().enumerate() {
-        let span = c.inject(&rec, fault, hold, k + 1);
+        // A different victim each round of the same fault (schedules cycle through the six).
+        let span = c.inject(&rec, fault, hold, k + 1 + k / Fault::ALL.len());
         eprintln!(
             "fault {}/{}: {} on {} for {} ms",
             k + 1,

@@ -90,8 +90,9 @@ const KEEP_ALIVE_RETRY: Duration = Duration::from_millis(100);
 ///
 /// A keep-alive goes out every third of the TTL and waits at most that long (and at most 1 s)
 /// for its answer; an unanswered one is retried on a new stream (opened within the same bound)
-/// every 100 ms while the lease is still valid here, so a new etcd leader elected within the TTL finds the lease renewed
-/// instead of this node rejoining.
+/// every 100 ms while the lease is still valid here, so a new etcd leader elected within the
+/// TTL finds the lease renewed instead of this node rejoining. Singletons are not taken while
+/// retrying.
 async fn keep_alive(shared: &Shared, id: i64, ttl: Duration) {
     let mut client = shared.client.clone();
     let Ok((mut keeper, mut stream)) = client.lease_keep_alive(id).await else {
@@ -101,10 +102,11 @@ async fn keep_alive(shared: &Shared, id: i64, ttl: Duration) {
     let wait = every.min(Duration::from_secs(1));
     let mut retrying = false;
     loop {
-        acquire_singletons(shared, id).await;
         if retrying {
             tokio::time::sleep(KEEP_ALIVE_RETRY).await;
         } else {
+            // Not while retrying: a singleton's transaction must not hold up the keep-alive.
+            acquire_singletons(shared, id).await;
             let wake = shared.state_changed.notified();
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
