@@ -6,10 +6,13 @@
 //! this runs in the normal test build. Real fuzzing is `scripts/fuzz.sh` (README, "Fuzzing").
 //! `IMEI_LOCKD_FUZZ_SMOKE_ROUNDS` overrides the mutation rounds per target.
 
+mod common;
+
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+use common::rng::Rng;
 use imei_lockd::fuzzing::TARGETS;
 
 /// Mutated inputs per target (under a second in all in the release test build).
@@ -66,21 +69,6 @@ fn corpus_and_regressions_replay() {
         for (path, bytes) in seeds.iter().chain(&found) {
             run(name, f, bytes, &path.display().to_string());
         }
-    }
-}
-
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 

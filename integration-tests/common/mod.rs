@@ -15,6 +15,7 @@ pub mod netns;
 pub mod promtool;
 pub mod pydiameter;
 pub mod radius;
+pub mod rng;
 pub mod webhook;
 pub mod workload;
 

@@ -22,6 +22,7 @@ use serde_json::{json, Value as Json};
 
 use super::history::{Change, Interface, OpKind, Outcome, Recorder, Value};
 use super::radius::{access_request, SECRET};
+use super::rng::Rng;
 use super::{Daemon, Ports, TOKEN};
 
 /// How long a session waits for its answer before it counts as `Unknown` / `Unavailable`.
@@ -73,24 +74,6 @@ impl Plan {
             .map(|i| [0u64, 1, 2].map(|k| format!("35{:06}{:06}{:02}", 100 + k, i, 1 + k)))
             .collect();
         Self { imsis, devices }
-    }
-}
-
-/// xorshift64*: the workload's choices, reproducible from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 
