@@ -160,8 +160,9 @@ pub fn figures(history: &[Op], spans: &[FaultSpan], nodes: &[String]) -> Vec<Fau
         .collect()
 }
 
-fn ms(v: Option<u64>) -> String {
-    v.map_or_else(|| "never".to_owned(), |v| v.to_string())
+/// `v` in a table cell, `absent` when there is none.
+fn ms(v: Option<u64>, absent: &str) -> String {
+    v.map_or_else(|| absent.to_owned(), |v| v.to_string())
 }
 
 /// A Markdown table of `figures`, one row per fault and node.
@@ -184,14 +185,12 @@ pub fn table(figures: &[FaultFigures]) -> String {
                 n.sessions,
                 n.undecided,
                 n.longest_outage,
-                ms(n.answers_after),
+                ms(n.answers_after, "never"),
                 n.later_outage,
-                n.last_answer_after_start
-                    .map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                ms(n.last_answer_after_start, "-"),
                 f.requests,
                 f.requests_unknown,
-                f.longest_request_wait
-                    .map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                ms(f.longest_request_wait, "-"),
             );
         }
     }

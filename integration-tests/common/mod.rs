@@ -366,8 +366,13 @@ pub fn unsafe_kill(pid: i32, sig: i32) {
 }
 
 pub fn http() -> reqwest::blocking::Client {
+    http_within(Duration::from_secs(60))
+}
+
+/// An HTTP client whose every request gives up after `timeout`.
+pub fn http_within(timeout: Duration) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
+        .timeout(timeout)
         .build()
         .unwrap()
 }

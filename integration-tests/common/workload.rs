@@ -23,7 +23,7 @@ use serde_json::{json, Value as Json};
 use super::history::{Change, Interface, OpKind, Outcome, Recorder, Value};
 use super::radius::{access_request, SECRET};
 use super::rng::Rng;
-use super::{Daemon, Ports, TOKEN};
+use super::{http_within, Daemon, Ports, TOKEN};
 
 /// How long a session waits for its answer before it counts as `Unknown` / `Unavailable`.
 const SESSION_WAIT: Duration = Duration::from_millis(1000);
@@ -33,6 +33,8 @@ const SESSION_PACE: Duration = Duration::from_millis(15);
 const REQUEST_PACE: Duration = Duration::from_millis(60);
 /// Bound on one API call of the workload.
 const API_WAIT: Duration = Duration::from_millis(1500);
+/// Bound on one look at a request's status by the poller (a frozen node must not hold it up).
+const POLL_WAIT: Duration = Duration::from_millis(400);
 
 /// A node as the workload sees it: its name in the history and its listeners.
 #[derive(Clone, Debug)]
@@ -94,13 +96,6 @@ fn pick_change(rng: &mut Rng) -> Change {
         12 | 13 => Change::SetValue(Value::Disabled),
         _ => Change::Reset,
     }
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(API_WAIT)
-        .build()
-        .unwrap()
 }
 
 /// A request acknowledged and not yet seen processed.
@@ -337,7 +332,7 @@ fn request_worker(
     seed: u64,
 ) {
     let mut rng = Rng::new(seed);
-    let client = http();
+    let client = http_within(API_WAIT);
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
@@ -443,10 +438,7 @@ impl Workload {
                 failed.clone(),
             );
             threads.push(thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_millis(400))
-                    .build()
-                    .unwrap();
+                let client = http_within(POLL_WAIT);
                 while !s.load(Ordering::Relaxed) {
                     poll_processed(&r, &client, &ts, &q, &f);
                     thread::sleep(Duration::from_millis(20));
@@ -470,7 +462,7 @@ impl Workload {
         for t in self.threads.drain(..) {
             t.join().unwrap();
         }
-        let client = http();
+        let client = http_within(API_WAIT);
         let deadline = Instant::now() + within;
         while !self.pending.lock().unwrap().is_empty() && Instant::now() < deadline {
             poll_processed(
@@ -494,7 +486,7 @@ impl Workload {
 /// Starts every SIM of `plan` in a known state, recorded: `lock`, then a reset (the checker's
 /// model judges from there), each waited for through `t`.
 pub fn seed_state(rec: &Recorder, t: &Target, plan: &Plan) {
-    let client = http();
+    let client = http_within(API_WAIT);
     for change in [Change::SetValue(Value::Lock), Change::Reset] {
         let mut ids = Vec::new();
         for imsi in &plan.imsis {
@@ -520,7 +512,7 @@ pub fn seed_state(rec: &Recorder, t: &Target, plan: &Plan) {
 
 /// The final read of every acknowledged request (the `lost_request` check), through `t`.
 pub fn read_back_requests(rec: &Recorder, t: &Target) {
-    let client = http();
+    let client = http_within(API_WAIT);
     let ids: Vec<String> = rec
         .history()
         .iter()
