@@ -8,6 +8,11 @@
 //! believe in it, so it is waited for until then, and not after: the wait is bounded by
 //! `max_lag` + the TTL. A node cut off from etcd is not evicted; its lease simply expires.
 //!
+//! Lag is only counted while this node's own view of etcd is live ([`Health`]): its watch is
+//! open and its last publication went through. While etcd elects a leader every node's
+//! publication stalls alike; a node that judged the others by its stale view would evict them
+//! all (and they it), so that one leader kill would cost every lease.
+//!
 //! This module decides no session and writes no data.
 
 use std::sync::atomic::Ordering;
@@ -15,6 +20,39 @@ use std::time::{Duration, Instant};
 
 use super::{observe, EtcdStore, Evicted, Lagging};
 use crate::store::{BoxFuture, Coordination, Singleton, StoreError};
+
+/// Since when this node's view of etcd has been live: its watch (which carries the other
+/// nodes' records) open, and its own last publication through. `None` while either is failing.
+#[derive(Debug, Default)]
+pub(super) struct Health {
+    watch: Option<Instant>,
+    publish: Option<Instant>,
+}
+
+impl Health {
+    /// The watch was opened (`true`) or failed (`false`).
+    pub(super) fn watch(&mut self, ok: bool) {
+        Self::mark(&mut self.watch, ok);
+    }
+
+    /// A publication of this node's record went through (`true`) or failed (`false`).
+    pub(super) fn publish(&mut self, ok: bool) {
+        Self::mark(&mut self.publish, ok);
+    }
+
+    fn mark(since: &mut Option<Instant>, ok: bool) {
+        match (ok, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (false, _) => *since = None,
+            (true, Some(_)) => {}
+        }
+    }
+
+    /// Since when both have been fine, if they are.
+    fn live_since(&self) -> Option<Instant> {
+        Some(self.watch?.max(self.publish?))
+    }
+}
 
 /// What one look at the published node records says about a position.
 struct Check {
@@ -37,6 +75,8 @@ impl EtcdStore {
             evict: Vec::new(),
         };
         let may_evict = shared.serving();
+        // Lag counts from when this node could see it: not while its own view was stale.
+        let live_since = shared.health.lock().live_since();
         for (name, n) in shared.nodes.read().iter() {
             if name == me || !n.serving || evicted.contains_key(&n.lease) {
                 continue;
@@ -57,8 +97,8 @@ impl EtcdStore {
                     since: now,
                 };
             }
-            if may_evict && n.lease != 0 && now.duration_since(lag.since) >= shared.settings.max_lag
-            {
+            let lagged = live_since.map(|live| now.duration_since(lag.since.max(live)));
+            if may_evict && n.lease != 0 && lagged.is_some_and(|d| d >= shared.settings.max_lag) {
                 check.evict.push((name.clone(), n.lease, n.data_rev));
             }
         }

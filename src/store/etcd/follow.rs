@@ -66,7 +66,10 @@ pub(super) async fn run(shared: Arc<Shared>) {
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         }
-        match watch(&shared).await {
+        let stopped = watch(&shared).await;
+        // Closed, for whatever reason: the view of the other nodes is stale until reopened.
+        shared.health.lock().watch(false);
+        match stopped {
             Ok(Stop::Rebuild(reason)) => {
                 if let Err(e) = rebuild(&shared, reason).await {
                     tracing::warn!(error = %e, "cache rebuild failed; retrying");
@@ -95,6 +98,7 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
         .with_progress_notify();
     let mut client = shared.client.clone();
     let mut stream = client.watch(root, Some(opts)).await.map_err(etcd_err)?;
+    shared.health.lock().watch(true);
     while let Some(resp) = stream.message().await.map_err(etcd_err)? {
         if shared.stopped.load(Ordering::SeqCst) {
             return Ok(Stop::Resume);

@@ -241,6 +241,7 @@ pub(super) async fn publish(shared: Arc<Shared>) {
                 Err(_) => Err((false, "timed out".to_owned())),
             };
             observe("put", t, put.is_ok());
+            shared.health.lock().publish(put.is_ok());
             match put {
                 Ok(r) => {
                     let revision = r.header().map_or(0, |h| h.revision()).max(0) as u64;

@@ -137,6 +137,8 @@ pub(crate) struct Shared {
     lagging: Mutex<HashMap<i64, Lagging>>,
     /// Leases this node revoked, by lease: waited for until the TTL has surely passed.
     evicted: Mutex<HashMap<i64, Evicted>>,
+    /// Whether this node's own view of etcd is live, and since when.
+    health: Mutex<coordination::Health>,
     /// Last-seen IMEIs waiting to be written to etcd.
     seen: Mutex<HashMap<Imsi, (Imei, Millis)>>,
     outbox_counter: AtomicU32,
@@ -239,6 +241,7 @@ impl EtcdStore {
             locks: RwLock::new(HashMap::new()),
             lagging: Mutex::new(HashMap::new()),
             evicted: Mutex::new(HashMap::new()),
+            health: Mutex::new(coordination::Health::default()),
             seen: Mutex::new(HashMap::new()),
             outbox_counter: AtomicU32::new(0),
             node_hash,
