@@ -714,6 +714,14 @@ impl Drop for EtcdCluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("etcd cluster at a failed test:\n{}", self.log_tails());
+            // The TempDir goes below: keep whole logs for a post-mortem.
+            for (i, m) in self.members.iter().enumerate() {
+                let kept = std::env::temp_dir()
+                    .join(format!("imei-lockd-etcd-{}-m{i}.log", std::process::id()));
+                if std::fs::copy(&m.log, &kept).is_ok() {
+                    eprintln!("m{i}'s whole log kept in {}", kept.display());
+                }
+            }
         }
         for m in &mut self.members {
             if let Some(mut child) = m.child.take() {

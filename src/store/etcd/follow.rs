@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{EventType, GetOptions, WatchOptions};
 
 use super::layout::{self, Layout, Parsed};
-use super::{etcd_err, observe, Shared, POSITION_KEY};
+use super::{etcd_err, observe, unsent, Shared, POSITION_KEY};
 use crate::context::Imsi;
 use crate::store::rocks::replica::{Change, Prior};
 use crate::store::rocks::RocksStore;
@@ -97,7 +97,10 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
         .with_prev_key()
         .with_progress_notify();
     let mut client = shared.client.clone();
-    let mut stream = client.watch(root, Some(opts)).await.map_err(etcd_err)?;
+    let within = shared.settings.request_timeout;
+    let mut stream = unsent::watch(&mut client, &root, opts, within)
+        .await
+        .map_err(etcd_err)?;
     shared.health.lock().watch(true);
     while let Some(resp) = stream.message().await.map_err(etcd_err)? {
         if shared.stopped.load(Ordering::SeqCst) {
@@ -326,7 +329,13 @@ async fn load_membership(shared: &Shared, revision: u64) -> Result<(), StoreErro
             .with_range(Layout::range_end(&prefix))
             .with_revision(i64::try_from(revision).unwrap_or(i64::MAX));
         let t = Instant::now();
-        let got = kv.get(prefix, Some(opts)).await;
+        let got = unsent::get(
+            &mut kv,
+            &prefix,
+            Some(opts),
+            shared.settings.request_timeout,
+        )
+        .await;
         observe("get", t, got.is_ok());
         let got = match got {
             Ok(g) => g,
@@ -450,7 +459,7 @@ pub(super) async fn read_at(
             opts = opts.with_revision(revision);
         }
         let t = Instant::now();
-        let page = kv.get(start.clone(), Some(opts)).await;
+        let page = unsent::get(&mut kv, &start, Some(opts), shared.settings.request_timeout).await;
         observe("get", t, page.is_ok());
         let page = match page {
             Err(e) if limit > 1 && answer_too_large(&e) => {

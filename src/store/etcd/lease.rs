@@ -53,7 +53,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot get a lease from etcd; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                // Not sent (a dead member's channel): at once elsewhere; else after a pause.
+                let pause = if unsent::unsent(&e) {
+                    unsent::RETRY
+                } else {
+                    Duration::from_millis(250)
+                };
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };

@@ -11,12 +11,14 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{GetOptions, GetResponse, KvClient, Txn, TxnResponse};
+use etcd_client::{
+    Client, GetOptions, GetResponse, KvClient, Txn, TxnResponse, WatchOptions, WatchStream,
+};
 
 /// gRPC UNAVAILABLE: with a connect error as its message, the client never reached the member.
 const GRPC_UNAVAILABLE: i32 = 14;
 /// Pause before a request that never left this node goes out again.
-const RETRY: Duration = Duration::from_millis(20);
+pub(super) const RETRY: Duration = Duration::from_millis(20);
 
 /// Whether `e` says the request never reached a member (see the module doc).
 pub(super) fn unsent(e: &etcd_client::Error) -> bool {
@@ -62,6 +64,27 @@ pub(super) async fn get(
         match kv.get(key, options.clone()).await {
             Err(e) if unsent(&e) && Instant::now() + RETRY < deadline => {
                 count("get", &e);
+                tokio::time::sleep(RETRY).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Opens a watch, again while the request never left this node, until `within` has passed.
+/// A dead member's channel looks ready to the balancer and fails at once, so the follower's
+/// read-nodes-then-watch sequence would otherwise often pick it and back off in between.
+pub(super) async fn watch(
+    client: &mut Client,
+    key: &[u8],
+    options: WatchOptions,
+    within: Duration,
+) -> Result<WatchStream, etcd_client::Error> {
+    let deadline = Instant::now() + within;
+    loop {
+        match client.watch(key.to_vec(), Some(options.clone())).await {
+            Err(e) if unsent(&e) && Instant::now() + RETRY < deadline => {
+                count("watch", &e);
                 tokio::time::sleep(RETRY).await;
             }
             r => return r,
