@@ -5,13 +5,14 @@
 //!   [`context::Decision`]).
 //! - [`engine`]: SPEC §1.2 as code; knows no protocol and no storage technology.
 //! - [`store`]: durable state behind the [`store::Store`] trait (RocksDB, and an in-memory twin).
-//! - [`config`], [`logging`]: the operator's side.
+//! - [`config`], [`logging`]: the operator's side; [`backup`]: backups of the embedded store.
 //!
 //! Protocol front-ends decode requests into an [`context::AuthContext`], ask the engine, and
 //! encode the answer; they never touch the store.
 
 pub mod alerts;
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod context;
 pub mod diameter;

@@ -2,7 +2,8 @@
 //!
 //! # Format
 //! `text/csv`, header `imsi,msisdn,profile,imei_management`, one SIM a line; an empty field
-//! leaves it unset; fields are trimmed. A bad line rejects the whole file with a 400 naming the
+//! leaves it unset; fields are trimmed. An export's header ([`EXPORT_HEADER`]: the same four,
+//! then the SIM's state) is taken too, the state columns ignored. A bad line rejects the whole file with a 400 naming the
 //! line (`"field": "line N"`); an unknown profile is a 404 naming the line.
 //!
 //! The import is one request, processed in one go; this module only parses and submits. In
@@ -38,6 +39,21 @@ pub(super) fn routes() -> Router<Shared> {
 /// The header an import must start with.
 const HEADER: [&str; 4] = ["imsi", "msisdn", "profile", "imei_management"];
 
+/// The header of an export (`imei-lockctl export --format csv`): [`HEADER`], then the SIM's
+/// state (which sessions write). An import takes a file with this header as is and ignores the
+/// state columns, so an export can be imported into another daemon.
+pub const EXPORT_HEADER: [&str; 9] = [
+    "imsi",
+    "msisdn",
+    "profile",
+    "imei_management",
+    "effective",
+    "bound_imei",
+    "bound_at",
+    "last_seen_imei",
+    "last_seen_at",
+];
+
 /// Parses a CSV import: header `imsi,msisdn,profile,imei_management`, empty fields are unset.
 /// A bad row rejects the whole file, naming its line.
 ///
@@ -56,10 +72,15 @@ pub fn parse_import(
         .headers()
         .map_err(|e| ApiError::bad("line 1", format!("cannot read the header: {e}")))?
         .clone();
-    if header.iter().collect::<Vec<_>>() != HEADER {
+    let names = header.iter().collect::<Vec<_>>();
+    if names != HEADER && names != EXPORT_HEADER {
         return Err(ApiError::bad(
             "line 1",
-            format!("header must be {}", HEADER.join(",")),
+            format!(
+                "header must be {} (or an export's {})",
+                HEADER.join(","),
+                EXPORT_HEADER.join(",")
+            ),
         ));
     }
     let mut rows = Vec::new();
@@ -67,8 +88,12 @@ pub fn parse_import(
         let line = i + 2;
         let at = |m: String| ApiError::bad(format!("line {line}"), m);
         let rec = rec.map_err(|e| at(e.to_string()))?;
-        if rec.len() != HEADER.len() {
-            return Err(at(format!("expected 4 fields, found {}", rec.len())));
+        if rec.len() != names.len() {
+            return Err(at(format!(
+                "expected {} fields, found {}",
+                names.len(),
+                rec.len()
+            )));
         }
         let field = |n: usize| rec.get(n).filter(|s| !s.is_empty());
         let imsi = field(0)

@@ -2,9 +2,9 @@
 //!
 //! # Layout
 //! One file per resource, each with its routes and handlers (`sims`, `sim_list`, `import`,
-//! `events`, `profiles`, `requests`, `billing`, `values`, `cluster`, `openapi`); [`input`] checks what
-//! clients send, [`error`] shapes every error as JSON naming the field or parameter, [`serve`]
-//! is the HTTP shell (listener, timeouts, body sizes, token).
+//! `events`, `profiles`, `requests`, `billing`, `values`, `cluster`, `backups`, `openapi`);
+//! [`input`] checks what clients send, [`error`] shapes every error as JSON naming the field or
+//! parameter, [`serve`] is the HTTP shell (listener, timeouts, body sizes, token).
 //!
 //! Writes become provisioning requests through [`Provisioner::submit`] (202 with a request id,
 //! durable when answered); reads come from this node's [`LocalRead`] (never the network: in
@@ -16,6 +16,7 @@
 //! This layer decides nothing about the lock and never writes the store itself. The routes are
 //! a contract with operators' scripts: add, never rename.
 
+mod backups;
 mod billing;
 mod cluster;
 mod error;
@@ -41,7 +42,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 pub use error::ApiError;
-pub use import::{parse_import, IMPORT_LIMIT};
+pub use import::{parse_import, EXPORT_HEADER, IMPORT_LIMIT};
 pub use openapi::OPENAPI;
 pub use serve::{bind, serve, ServeLimits};
 
@@ -61,6 +62,8 @@ pub struct ApiState {
     /// Who serves and who holds what (`GET /v1/cluster`).
     pub coordination: Arc<dyn Coordination>,
     pub token: Option<String>,
+    /// Where `POST /v1/backups` writes (`[node] backup_dir`).
+    pub backup_dir: std::path::PathBuf,
 }
 
 type Shared = Arc<ApiState>;
@@ -78,6 +81,7 @@ pub fn router(state: Shared) -> Router {
         .merge(billing::routes())
         .merge(values::routes())
         .merge(cluster::routes())
+        .merge(backups::routes())
         .merge(openapi::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),

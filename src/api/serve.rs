@@ -63,6 +63,7 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
 
     let body_timeout = limits.body_timeout;
+    super::backups::register(&state.backup_dir);
     let app = router(state)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             guard_body(body_timeout, req, next)

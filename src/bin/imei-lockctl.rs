@@ -5,8 +5,12 @@
 //! import) refused or failed (the message says why), 2 usage or configuration errors, 3 the API
 //! (or etcd) could not be reached.
 
+#[path = "imei-lockctl/backup.rs"]
+mod backup;
 #[path = "imei-lockctl/cluster.rs"]
 mod cluster;
+#[path = "imei-lockctl/export.rs"]
+mod export;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -71,6 +75,11 @@ enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// Online backups of the daemon's embedded store (restore: `imei-lockd restore`).
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
+    /// Every SIM with its state, as CSV (importable as is) or NDJSON, page by page.
+    Export(export::ExportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -511,6 +520,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             print_value(&v, j);
         }
         Command::Cluster(c) => cluster::run(&api, c, j)?,
+        Command::Backup(c) => backup::run(&api, c, j)?,
+        Command::Export(args) => export::run(&api, args)?,
         Command::Billing { month, csv } => {
             if csv {
                 let (_, body) =

@@ -1,12 +1,16 @@
 //! The imei-lockd daemon.
 //!
 //! `imei-lockd --config FILE` runs it; `imei-lockd check-config --config FILE` validates a
-//! configuration and exits. Configuration errors exit with code 2 and name the key.
+//! configuration and exits; `imei-lockd restore --config FILE --from DIR` restores a backup
+//! (the daemon stopped). Configuration errors exit with code 2 and name the key.
 //!
 //! Signals: SIGTERM (or SIGINT) drains and stops; SIGHUP re-reads the same file (environment
 //! overrides included) and applies the RADIUS clients, the Diameter peers and the engine
 //! policies. A file that does not load on SIGHUP is logged (naming the key) and the running
 //! configuration kept; keys that need a restart (listen addresses, ...) are logged as such.
+
+#[path = "imei-lockd/restore.rs"]
+mod restore;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -88,6 +92,17 @@ enum Command {
     /// the store or binding any port. Exit code 0 if valid, 2 with a message naming the key at
     /// fault if not. Used by the systemd unit's ExecStartPre.
     CheckConfig,
+    /// Restore a backup (POST /v1/backups) into node.data_dir, imei-lockd stopped.
+    ///
+    /// Checks DIR's manifest and store (exit 2: not a backup of this format version, or
+    /// damaged), refuses a data directory a running daemon holds (exit 1), moves the current
+    /// data directory aside to <data_dir>.before-restore-<UTC time> (never deletes it) and
+    /// copies the backup into its place. Embedded store only (cluster mode: etcdctl).
+    Restore {
+        /// The backup's directory (under node.backup_dir).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +117,9 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig) = cli.command {
         println!("{}: configuration is valid", cli.config.display());
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Restore { from }) = &cli.command {
+        return restore::run(&cfg, from);
     }
     if let Err(e) = imei_lockd::logging::init(&cfg.log) {
         eprintln!("imei-lockd: invalid value for key `log.level`: {e}");
@@ -219,6 +237,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             reads: api_reads,
             coordination: api_coordination,
             token,
+            backup_dir: cfg.node.backup_dir(),
         });
         tasks.spawn(serve_until(
             api::serve(
@@ -516,6 +535,7 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         node.data_dir,
         node.block_cache_mb,
         node.sim_cache_entries,
+        node.backup_dir,
         log.format,
         log.level,
         radius.auth_listen,

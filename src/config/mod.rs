@@ -64,6 +64,24 @@ pub struct NodeConfig {
     pub block_cache_mb: usize,
     /// Decoded SIM records kept in memory for the decision path (0 disables the cache).
     pub sim_cache_entries: usize,
+    /// Where `POST /v1/backups` writes backups; absent: [`NodeConfig::backup_dir`]'s default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_dir: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    /// `backup_dir`, or by default the directory `backups` beside the data directory
+    /// (`<data_dir>/../backups`: `./data` → `./backups`).
+    pub fn backup_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.backup_dir {
+            return dir.clone();
+        }
+        let data: PathBuf = self.data_dir.components().collect();
+        match data.parent() {
+            Some(parent) => parent.join("backups"),
+            None => data.join("..").join("backups"),
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -72,6 +90,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("./data"),
             block_cache_mb: 256,
             sim_cache_entries: 2_000_000,
+            backup_dir: None,
         }
     }
 }
@@ -384,6 +403,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node.data_dir.as_os_str().is_empty() {
             return Err(invalid("node.data_dir", "must not be empty"));
+        }
+        if let Some(b) = &self.node.backup_dir {
+            let data: PathBuf = self.node.data_dir.components().collect();
+            if b.as_os_str().is_empty() {
+                return Err(invalid("node.backup_dir", "must not be empty"));
+            }
+            if b.components().collect::<PathBuf>().starts_with(&data) {
+                return Err(invalid(
+                    "node.backup_dir",
+                    "must not be node.data_dir nor inside it (a restore moves the data directory aside)",
+                ));
+            }
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
@@ -741,5 +772,20 @@ mod tests {
         for bad in ["", "-1", "1.", ".5", "1.23456", "1e3", "one"] {
             assert!(parse_amount("k", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn backup_dir_defaults_beside_the_data_dir_and_never_inside_it() {
+        let mut c = Config::default();
+        assert_eq!(c.node.backup_dir(), PathBuf::from("./backups"));
+        c.node.data_dir = "/var/lib/imei-lockd/".into();
+        assert_eq!(c.node.backup_dir(), PathBuf::from("/var/lib/backups"));
+        c.node.data_dir = "data".into();
+        assert_eq!(c.node.backup_dir(), PathBuf::from("backups"));
+        c.node.backup_dir = Some("data/backups".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("node.backup_dir"), "{err}");
+        c.node.backup_dir = Some("/srv/backups".into());
+        assert_eq!(c.node.backup_dir(), PathBuf::from("/srv/backups"));
     }
 }

@@ -8,6 +8,7 @@
 //! The store does not decide anything: it reads, checks revisions and writes atomically.
 
 pub mod blocking;
+pub mod checkpoint;
 pub mod conformance;
 pub mod delayed;
 pub mod encoding;
@@ -19,6 +20,7 @@ pub mod model;
 pub mod rocks;
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 
 use crate::context::Imsi;
@@ -223,6 +225,16 @@ pub trait LocalRead: Send + Sync + 'static {
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Approximate sizes for metrics: (SIMs, events, pending outbox).
     fn approximate_counts(&self) -> StoreCounts;
+    /// Writes a consistent copy of this node's whole state into `dir` (which must not exist;
+    /// its parent must), for an online backup, and returns how many SIMs the copy holds.
+    /// Blocking (a flush and a copy of files). A store without authoritative files of its own
+    /// refuses with [`checkpoint::CheckpointError::Unsupported`], saying what to use instead.
+    fn checkpoint(&self, dir: &Path) -> Result<u64, checkpoint::CheckpointError> {
+        let _ = dir;
+        Err(checkpoint::CheckpointError::Unsupported(
+            "this store keeps no files of its own to back up".into(),
+        ))
+    }
 }
 
 /// Inside `impl LocalRead for W`, where `W` wraps another store in field `$field`: every
@@ -323,6 +335,12 @@ macro_rules! forward_local_read_but_sim {
         }
         fn approximate_counts(&self) -> $crate::store::StoreCounts {
             self.$field.approximate_counts()
+        }
+        fn checkpoint(
+            &self,
+            dir: &std::path::Path,
+        ) -> Result<u64, $crate::store::checkpoint::CheckpointError> {
+            self.$field.checkpoint(dir)
         }
     };
 }

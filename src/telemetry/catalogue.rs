@@ -236,6 +236,21 @@ pub const FAMILIES: &[Family] = &[
         COUNT,
         "REST API requests refused with 401: missing or wrong bearer token.",
     ),
+    // Backups (src/api/backups.rs, src/backup/).
+    family(
+        "imei_lockd_backups_total",
+        Counter,
+        COUNT,
+        "Online backups asked for with POST /v1/backups, by result: created, refused (cluster \
+         mode: back up etcd instead), failed (the log line says why).",
+    ),
+    family(
+        "imei_lockd_backup_last_success_timestamp_seconds",
+        Gauge,
+        SECONDS,
+        "Unix time of the newest backup under node.backup_dir (at start) or taken since (0: \
+         none).",
+    ),
     // Provisioning (src/provisioning/).
     family(
         "imei_lockd_provisioning_requests_total",

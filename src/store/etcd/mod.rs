@@ -400,4 +400,14 @@ impl LocalRead for EtcdStore {
     fn approximate_counts(&self) -> StoreCounts {
         self.shared.cache.approximate_counts()
     }
+    /// Refused: the state is etcd's, and this node's cache of it is rebuilt from etcd, not
+    /// restored. The etcd cluster is backed up with its own tool.
+    fn checkpoint(&self, _dir: &Path) -> Result<u64, super::checkpoint::CheckpointError> {
+        Err(super::checkpoint::CheckpointError::Unsupported(
+            "cluster mode (cluster.backend = \"etcd\"): the state lives in etcd and this \
+             node's cache is no backup; take one with `etcdctl snapshot save FILE` on an etcd \
+             member and restore it with `etcdctl snapshot restore`"
+                .into(),
+        ))
+    }
 }

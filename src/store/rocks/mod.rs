@@ -28,6 +28,8 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::path::Path;
 
+mod checkpoint;
+pub use checkpoint::count_sims;
 pub mod export;
 mod fingerprint;
 mod read;

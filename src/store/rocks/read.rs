@@ -17,6 +17,13 @@ use crate::store::{
 use crate::store::{SimRecord, StoreCounts, StoreError};
 
 impl LocalRead for RocksStore {
+    fn checkpoint(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<u64, crate::store::checkpoint::CheckpointError> {
+        self.write_checkpoint(dir)
+    }
+
     fn sim(&self, imsi: &Imsi) -> Result<Option<SimRecord>, StoreError> {
         let inner = &*self.inner;
         Ok(inner.cached_sim(imsi)?.map(|sim| inner.with_seen(sim)))
