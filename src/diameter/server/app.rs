@@ -130,7 +130,7 @@ fn s6b_refused(aar: &Message, origin: &Origin, e: &s6b::S6bError) -> Message {
         }
         s6b::S6bError::TemporaryIdentity { label, .. } => {
             let user_name = aar.avps.get_utf8(dict::USER_NAME, 0).ok().flatten();
-            count_identity(*label, user_name.is_some_and(|u| u.contains('!')));
+            count_identity(label, user_name.is_some_and(|u| u.contains('!')));
             tracing::info!(session = ?aar.session_id(), peer = ?aar.origin_host(),
                 user_name = ?user_name, form = label,
                 "S6b AAR refused with DIAMETER_ERROR_USER_UNKNOWN (5001): {e}; the P-GW must \
