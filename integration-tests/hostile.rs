@@ -388,7 +388,7 @@ fn radius_flood_from_an_unknown_source_is_counted_and_the_client_still_answered(
     println!("flood of {n}: {dropped} counted as unknown_client, {kernel} dropped by the kernel");
     assert_eq!(dropped + kernel as f64, n as f64, "{m}");
     assert_eq!(d.api().sim(imsi)["bound_imei"], &IMEI_A[..14]);
-    // One debug line per source per 10 s, not one per packet.
+    // One line per source per 10 s, not one per packet.
     let lines = d
         .log_text()
         .lines()

@@ -366,7 +366,7 @@ fn unknown_source_is_dropped_and_counted() {
     assert_eq!(bound(&d, imsi), None);
     let m = metrics(&d);
     assert_eq!(drops(&m, "unknown_client"), 3.0, "{m}");
-    // Logged at debug, once per source per 10 s.
+    // Logged (at WARN), once per source per 10 s.
     let log = d.log_text();
     let lines = log
         .lines()

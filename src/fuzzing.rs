@@ -23,6 +23,8 @@
 //! - [`imei`]: [`Imei::parse_wire`] and [`Imei::parse_text`]; an accepted IMEI round-trips through
 //!   its 14/15-digit text, TBCD and the store encoding.
 //! - [`csv_import`]: [`parse_import`]; accepted rows written back as CSV parse to the same rows.
+//! - [`s6b_user_name`]: [`nai::parse`] of an S6b User-Name; an IMSI read is 5–15 digits found
+//!   in the input, and its permanent and decorated forms read back the same IMSI.
 //! - [`store_value`]: [`encoding::decode`] of every stored record type (what a damaged or foreign
 //!   RocksDB value meets); a decoded value re-encodes and decodes to itself.
 
@@ -41,7 +43,7 @@ use crate::diameter::codec::validate::{
 };
 use crate::diameter::codec::{answer_for_error, Avp, Decoder, Header, Message, Origin, HEADER_LEN};
 use crate::diameter::peer::{Event, Peer, PeerConfig, Seed};
-use crate::diameter::{gx, s6b};
+use crate::diameter::{gx, nai, s6b};
 use crate::imei::{to_tbcd, Imei};
 use crate::radius::codec::{Packet, HEADER_LEN as RADIUS_HEADER_LEN};
 use crate::radius::{
@@ -66,12 +68,13 @@ pub const CSV_PROFILES: [&str; 2] = ["fleet", "iot"];
 pub type Target = (&'static str, fn(&[u8]));
 
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     ("radius", radius),
     ("diameter", diameter),
     ("imei", imei),
     ("csv_import", csv_import),
     ("store_value", store_value),
+    ("s6b_user_name", s6b_user_name),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -305,7 +308,7 @@ fn diameter_frame(dec: &Decoder, frame: &[u8]) {
                 check_answer(&s6b::aaa(&msg, &o, &accept));
                 check_answer(&s6b::aaa(&msg, &o, &reject));
             }
-            Err(e) => check_answer(&s6b::error_answer(&msg, &o, &e)),
+            Err(e) => check_answer(&s6b::refusal_answer(&msg, &o, &e)),
         },
         (APP_S6B, CMD_STR) => match s6b::str_to_context(&msg) {
             Ok(_) => check_answer(&s6b::sta(&msg, &o)),
@@ -520,5 +523,37 @@ fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(data
         let enc = encoding::encode(&v);
         let back: T = encoding::decode(&enc).expect("a re-encoded record decodes");
         assert_eq!(back, v);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// S6b User-Name
+
+/// S6b User-Name entry point: [`nai::parse`] on the input as text.
+pub fn s6b_user_name(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(id) = nai::parse(text) else {
+        return;
+    };
+    assert!(nai::FORM_LABELS.contains(&id.label()));
+    let Some(imsi) = id.imsi() else {
+        return;
+    };
+    let digits = imsi.as_str();
+    assert!((5..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()));
+    assert!(text.contains(digits), "the IMSI is in the User-Name");
+    // The 16-digit permanent forms of a 15-digit IMSI, plain and decorated, read it back.
+    if digits.len() == 15 {
+        for tag in ['0', '1', '6'] {
+            for form in [
+                format!("{tag}{digits}@nai.example"),
+                format!("home.example!{tag}{digits}@visited.example"),
+            ] {
+                let back = nai::parse(&form).ok().and_then(|i| i.imsi());
+                assert_eq!(back.map(|i| i.as_str().to_owned()).as_deref(), Some(digits));
+            }
+        }
     }
 }

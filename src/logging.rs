@@ -1,5 +1,16 @@
-//! Logging with `tracing`: human text by default, JSON by `[log] format = "json"`.
+//! Logging with `tracing`: human text by default, JSON by `[log] format = "json"`, on stderr.
+//!
+//! - [`journal`]: when stderr is the systemd journal (`JOURNAL_STREAM`), each line starts with
+//!   its syslog priority (`<4>` for WARN, ...) so journald files it at that priority.
+//! - [`limit`]: one line per key (source, reason) per interval with a suppressed count, in
+//!   bounded memory, for the WARN lines a hostile network could otherwise flood.
+//!
+//! This module installs the subscriber and nothing else: each subsystem writes its own lines.
 
+pub mod journal;
+pub mod limit;
+
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -14,11 +25,28 @@ pub fn init(cfg: &LogConfig) -> Result<(), String> {
         _ => EnvFilter::try_new(&cfg.level),
     }
     .map_err(|e| e.to_string())?;
+    let to_journal = journal::stderr_is_journal();
+    if to_journal {
+        install(filter, cfg.format, false, journal::JournalStderr)?;
+        tracing::debug!(
+            "stderr is the systemd journal (JOURNAL_STREAM): each line carries its syslog priority"
+        );
+        Ok(())
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        install(filter, cfg.format, ansi, std::io::stderr)
+    }
+}
+
+fn install<W>(filter: EnvFilter, format: LogFormat, ansi: bool, writer: W) -> Result<(), String>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let res = match cfg.format {
+        .with_writer(writer)
+        .with_ansi(ansi);
+    let res = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .json()

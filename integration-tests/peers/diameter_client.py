@@ -16,8 +16,10 @@ Steps:
   cer      {"apps": [16777238, 16777272]}           -> result_code, origin_host, apps, host_ip
   ccr      {"type": 1|2|3, "imsi", "imei"?, "imei_format": "ascii"|"tbcd", "session"?,
             "number"?}                               -> result_code, error_message
-  aar      {"imsi", "imei"?, "sv"?, "uei_imei"?}     -> result_code, error_message
-  str      {"imsi"?, "session"}                      -> result_code
+  aar      {"imsi", "imei"?, "sv"?, "uei_imei"?, "user_name"?}
+                                                     -> result_code, error_message,
+                                                        experimental_result_code/_vendor_id
+  str      {"imsi"?, "user_name"?, "session"}        -> result_code
   dwr      {}                                        -> result_code
   dpr      {}                                        -> result_code, closed
   wait_dwr {"timeout": s}                            -> got_dwr
@@ -184,6 +186,12 @@ class Client:
                 out["session_id"] = avp.value
             elif avp.code == 258:
                 out.setdefault("auth_application_id", avp.value)
+            elif avp.code == 297:
+                for k in avp.value:
+                    if k.code == 266:
+                        out["experimental_vendor_id"] = k.value
+                    elif k.code == 298:
+                        out["experimental_result_code"] = k.value
         out["command"] = a.header.command_code
         out["application_id"] = a.header.application_id
         out["hop_by_hop"] = a.header.hop_by_hop_identifier
@@ -266,7 +274,8 @@ class Client:
         self.origin(m)
         m.destination_realm = b"localdomain"
         m.auth_request_type = 1
-        m.user_name = step["imsi"] + "@nai.epc.mnc001.mcc001.3gppnetwork.org"
+        m.user_name = step.get("user_name") or (
+            step["imsi"] + "@nai.epc.mnc001.mcc001.3gppnetwork.org")
         m.append_avp(Avp.new(AVP_SERVICE_SELECTION, value="iot.apn"))
         if step.get("imei"):
             kids = [Avp.new(AVP_TGPP_IMEI, VENDOR_TGPP, value=step["imei"])]
@@ -284,7 +293,9 @@ class Client:
         m.destination_realm = b"localdomain"
         m.auth_application_id = APP_S6B
         m.termination_cause = 1
-        if step.get("imsi"):
+        if step.get("user_name"):
+            m.user_name = step["user_name"]
+        elif step.get("imsi"):
             m.user_name = step["imsi"] + "@nai.epc.mnc001.mcc001.3gppnetwork.org"
         hbh = self.send(m, APP_S6B)
         return self.summary(self.wait_answer(hbh))

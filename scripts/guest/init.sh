@@ -58,7 +58,7 @@ origin_host = "pgw.localdomain"
 listen = "127.0.0.1:8080"
 token = "guest-token"
 [metrics]
-listen = "127.0.0.1:9100"
+listen = "127.0.0.1:13868"
 CONF
 }
 

@@ -260,10 +260,16 @@ pub struct MetricsConfig {
     pub listen: String,
 }
 
+/// `[metrics] listen` by default. 9100 is node_exporter's; the Prometheus exporter range
+/// 9100–9999 ("Default port allocations") is fully allocated, so this is outside it, below
+/// Linux's ephemeral ports (32768–60999) and used by no common exporter: Diameter's 3868 with a
+/// leading 1.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:13868";
+
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:9100".into(),
+            listen: DEFAULT_METRICS_LISTEN.into(),
         }
     }
 }
@@ -639,6 +645,22 @@ mod tests {
         assert!(c.radius.clients[0].require_message_authenticator);
         assert_eq!(c.diameter.s6b.missing_imei, MissingImeiPolicy::Accept);
         assert_eq!(c.cluster.backend, ClusterBackend::Embedded);
+    }
+
+    /// The metrics port moved off node_exporter's 9100; 9100 still works when configured.
+    #[test]
+    fn metrics_listen_default_and_the_old_port() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Config::load(&write(&d, "")).unwrap();
+        assert_eq!(c.metrics.listen, DEFAULT_METRICS_LISTEN);
+        assert_eq!(DEFAULT_METRICS_LISTEN, "127.0.0.1:13868");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/imei-lockd.toml");
+        assert_eq!(
+            Config::load(&shipped).unwrap().metrics.listen,
+            DEFAULT_METRICS_LISTEN
+        );
+        let c = Config::load(&write(&d, "[metrics]\nlisten = \"127.0.0.1:9100\"\n")).unwrap();
+        assert_eq!(c.metrics.listen, "127.0.0.1:9100");
     }
 
     /// The commented `[cluster]` example of the shipped file, uncommented (without the TLS and

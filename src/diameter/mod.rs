@@ -1,5 +1,6 @@
 //! Diameter (RFC 6733) front-end: the pure [`codec`], the sans-IO [`peer`] state machine, and
-//! the [`gx`] and [`s6b`] mappings between requests and [`crate::context::AuthContext`].
+//! the [`gx`] and [`s6b`] mappings between requests and [`crate::context::AuthContext`], and
+//! [`nai`], the identities an S6b User-Name can carry.
 //!
 //! Nothing here opens a socket or spawns a task: the I/O shell frames the stream with
 //! [`codec::Decoder::peek_length`], feeds frames and time to a [`peer::Peer`], writes what it
@@ -7,6 +8,7 @@
 
 pub mod codec;
 pub mod gx;
+pub mod nai;
 pub mod peer;
 pub mod s6b;
 pub mod server;

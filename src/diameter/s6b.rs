@@ -1,18 +1,23 @@
 //! S6b (3GPP TS 29.273) AAR/STR → [`AuthContext`] and AAA/STA builders. Pure functions.
 //!
 //! AAR (command 265, application 16777272, TS 29.273 §9.2.2.1.1):
-//! - IMSI from User-Name (1), the root NAI `<IMSI>@nai.epc.mnc<MNC>.mcc<MCC>.3gppnetwork.org`
-//!   (the digits before '@'), or plain digits;
+//! - IMSI from User-Name (1): a bare IMSI (`<IMSI>@realm` or digits alone), a permanent
+//!   identity (`0<IMSI>@…` EAP-AKA, `1<IMSI>@…` EAP-SIM, `6<IMSI>@…` EAP-AKA'), plain or
+//!   decorated (`homerealm!user@otherrealm`); see [`super::nai`]. A pseudonym or fast
+//!   re-authentication identity carries no IMSI: the AAA answers Experimental-Result
+//!   DIAMETER_ERROR_USER_UNKNOWN (5001, Vendor-Id 10415; TS 29.273 / TS 29.229) without asking
+//!   the engine ([`aaa_user_unknown`]); in an STR it ends the session like an STR without
+//!   User-Name;
 //! - IMEI from Terminal-Information (1401/10415: IMEI 1402, 14 or 15 digits, and
 //!   Software-Version 1403, 2 digits, combined as `IMEI,SV`), else from User-Equipment-Info
 //!   (458) as on Gx, else none (the interface's `missing_imei` policy applies);
 //! - APN from Service-Selection (493); RAT from RAT-Type (1032/10415); phase Start.
 //!
 //! STR (275) is phase End. The AAA (§9.2.2.1.2) carries Session-Id, Auth-Application-Id,
-//! Result-Code (2001 or 5003 DIAMETER_AUTHORIZATION_REJECTED), Origin-Host, Origin-Realm and
-//! the request's Auth-Request-Type. The STA (§9.2.2.3.2, as RFC 6733 §8.5) carries Session-Id,
-//! Result-Code, Origin-Host, Origin-Realm — and no Auth-Application-Id, which neither grammar
-//! lists.
+//! Result-Code (2001 or 5003 DIAMETER_AUTHORIZATION_REJECTED) or Experimental-Result (5001),
+//! Origin-Host, Origin-Realm and the request's Auth-Request-Type. The STA (§9.2.2.3.2, as
+//! RFC 6733 §8.5) carries Session-Id, Result-Code, Origin-Host, Origin-Realm — and no
+//! Auth-Application-Id, which neither grammar lists.
 //!
 //! This module does not validate the whole request (see
 //! [`mod@crate::diameter::codec::validate`]) nor decide anything.
@@ -23,21 +28,69 @@ use crate::diameter::codec::{
     answer_for_error, Avp, AvpList, Message, MessageError, Origin, ResultCode, APP_S6B,
 };
 use crate::diameter::gx::imei_from_uei;
+use crate::diameter::nai;
 
-/// The IMSI in a User-Name: the user part of an NAI, or the whole value, as 5–15 digits.
+/// DIAMETER_ERROR_USER_UNKNOWN (TS 29.229 §6.2.2.1, used by TS 29.273 on S6b): an
+/// Experimental-Result-Code with Vendor-Id 10415, never a Result-Code.
+pub const EXPERIMENTAL_USER_UNKNOWN: u32 = 5001;
+
+/// Why an AAR or STR cannot be mapped to an [`AuthContext`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum S6bError {
+    /// Malformed or missing AVPs: answered with the RFC 6733 Result-Code ([`error_answer`]).
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// The User-Name is a pseudonym or fast re-authentication identity, which only the AAA
+    /// server that issued it can map to an IMSI: answered DIAMETER_ERROR_USER_UNKNOWN
+    /// ([`aaa_user_unknown`]).
+    #[error("User-Name is an {} {}, which cannot be mapped to an IMSI", .method.name(), .kind.name())]
+    TemporaryIdentity {
+        method: nai::EapMethod,
+        kind: nai::TemporaryKind,
+        /// The `form` label of `imei_lockd_s6b_identities_total`.
+        label: &'static str,
+    },
+}
+
+/// An AAR read: the context to judge and how its User-Name was written.
+#[derive(Clone, Debug)]
+pub struct Aar {
+    pub ctx: AuthContext,
+    /// The `form` label of `imei_lockd_s6b_identities_total` ([`nai::Identity::label`]).
+    pub form: &'static str,
+    /// A decorated NAI.
+    pub decorated: bool,
+}
+
+/// The identity in a User-Name (see [`nai::parse`]).
 ///
 /// # Errors
-/// 5005 when User-Name is absent, 5004 when it holds no IMSI.
-fn imsi_from_user_name(avps: &[Avp]) -> Result<Imsi, MessageError> {
+/// 5005 when User-Name is absent, 5004 when it is not UTF-8 or holds no identity
+/// [`nai`] knows.
+fn identity(avps: &[Avp]) -> Result<nai::Identity, MessageError> {
     let name = avps.require_utf8(dict::USER_NAME, 0)?;
-    let user = name.split('@').next().unwrap_or_default();
-    Imsi::parse(user.as_bytes()).map_err(|_| MessageError::InvalidAvpValue {
+    nai::parse(name).map_err(|e| MessageError::InvalidAvpValue {
         failed_avp: avps
             .find(dict::USER_NAME, 0)
             .cloned()
             .unwrap_or_else(|| Avp::utf8(dict::USER_NAME, 0, "")),
-        reason: "User-Name holds no IMSI",
+        reason: match e {
+            nai::NaiError::Empty => "User-Name has an empty username",
+            nai::NaiError::NoImsi => "User-Name holds no IMSI",
+        },
     })
+}
+
+/// The IMSI of an identity, or [`S6bError::TemporaryIdentity`].
+fn imsi_of(id: &nai::Identity) -> Result<Imsi, S6bError> {
+    match *id {
+        nai::Identity::Imsi { imsi, .. } => Ok(imsi),
+        nai::Identity::Temporary { method, kind, .. } => Err(S6bError::TemporaryIdentity {
+            method,
+            kind,
+            label: id.label(),
+        }),
+    }
 }
 
 /// The IMEI from Terminal-Information, else User-Equipment-Info, else none.
@@ -65,28 +118,47 @@ fn imei(avps: &[Avp]) -> Result<PresentedImei, MessageError> {
 /// Maps a decoded S6b AAR to an [`AuthContext`] (interface S6b, phase Start).
 ///
 /// # Errors
+/// See [`read_aar`].
+pub fn aar_to_context(aar: &Message) -> Result<AuthContext, S6bError> {
+    read_aar(aar).map(|a| a.ctx)
+}
+
+/// Reads a decoded S6b AAR: its [`AuthContext`] (interface S6b, phase Start) and the form of
+/// its User-Name.
+///
+/// # Errors
 /// 5005 when Session-Id, Origin-Host or User-Name is missing; 5004 when User-Name holds no
-/// IMSI or a value is not UTF-8; 5014 for malformed fixed-length AVPs.
-pub fn aar_to_context(aar: &Message) -> Result<AuthContext, MessageError> {
+/// IMSI or a value is not UTF-8; 5014 for malformed fixed-length AVPs;
+/// [`S6bError::TemporaryIdentity`] for a pseudonym or fast re-authentication identity.
+pub fn read_aar(aar: &Message) -> Result<Aar, S6bError> {
     let a = &aar.avps;
-    Ok(AuthContext {
-        interface: Interface::S6b,
-        peer: a.require_utf8(dict::ORIGIN_HOST, 0)?.to_owned(),
-        session_id: a.require_utf8(dict::SESSION_ID, 0)?.into(),
-        phase: Phase::Start,
-        imsi: imsi_from_user_name(a)?,
-        msisdn: None,
-        imei: imei(a)?,
-        apn: a.get_utf8(dict::SERVICE_SELECTION, 0)?.map(str::to_owned),
-        rat_type: a.get_u32(dict::RAT_TYPE, VENDOR_3GPP)?,
+    let peer = a.require_utf8(dict::ORIGIN_HOST, 0)?.to_owned();
+    let session_id = a.require_utf8(dict::SESSION_ID, 0)?;
+    let id = identity(a)?;
+    let imsi = imsi_of(&id)?;
+    Ok(Aar {
+        ctx: AuthContext {
+            interface: Interface::S6b,
+            peer,
+            session_id: session_id.into(),
+            phase: Phase::Start,
+            imsi,
+            msisdn: None,
+            imei: imei(a)?,
+            apn: a.get_utf8(dict::SERVICE_SELECTION, 0)?.map(str::to_owned),
+            rat_type: a.get_u32(dict::RAT_TYPE, VENDOR_3GPP)?,
+        },
+        form: id.label(),
+        decorated: id.decorated(),
     })
 }
 
 /// Maps an S6b STR to an [`AuthContext`] (phase End); `Ok(None)` when it carries no
-/// User-Name (User-Name is optional in the STR: answer 2001 without asking the engine).
+/// User-Name, or one with a pseudonym or fast re-authentication identity (User-Name is
+/// optional in the STR: answer 2001 without asking the engine).
 ///
 /// # Errors
-/// 5005 when Session-Id or Origin-Host is missing; 5004 when User-Name holds no IMSI.
+/// 5005 when Session-Id or Origin-Host is missing; 5004 when User-Name holds no identity.
 pub fn str_to_context(str_: &Message) -> Result<Option<AuthContext>, MessageError> {
     let a = &str_.avps;
     let peer = a.require_utf8(dict::ORIGIN_HOST, 0)?.to_owned();
@@ -94,12 +166,15 @@ pub fn str_to_context(str_: &Message) -> Result<Option<AuthContext>, MessageErro
     if a.find(dict::USER_NAME, 0).is_none() {
         return Ok(None);
     }
+    let Some(imsi) = identity(a)?.imsi() else {
+        return Ok(None);
+    };
     Ok(Some(AuthContext {
         interface: Interface::S6b,
         peer,
         session_id: session_id.into(),
         phase: Phase::End,
-        imsi: imsi_from_user_name(a)?,
+        imsi,
         msisdn: None,
         imei: PresentedImei::None,
         apn: None,
@@ -179,6 +254,40 @@ pub fn error_answer(req: &Message, origin: &Origin, err: &MessageError) -> Messa
         sta_with(req, origin, code, Some(&text), err.failed_avp())
     } else {
         aaa_with(req, origin, code, Some(&text), err.failed_avp())
+    }
+}
+
+/// The AAA for an AAR whose User-Name carries no IMSI the daemon can read (a pseudonym or fast
+/// re-authentication identity): Experimental-Result { Vendor-Id 10415,
+/// Experimental-Result-Code 5001 DIAMETER_ERROR_USER_UNKNOWN } in place of Result-Code, and
+/// `text` as Error-Message.
+pub fn aaa_user_unknown(aar: &Message, origin: &Origin, text: &str) -> Message {
+    let mut m = Message::answer_to(&aar.header);
+    if let Some(s) = aar.session_id() {
+        m.push(Avp::utf8(dict::SESSION_ID, 0, s));
+    }
+    m.push(Avp::u32(dict::AUTH_APPLICATION_ID, 0, APP_S6B));
+    let kids = [
+        Avp::u32(dict::VENDOR_ID, 0, VENDOR_3GPP),
+        Avp::u32(dict::EXPERIMENTAL_RESULT_CODE, 0, EXPERIMENTAL_USER_UNKNOWN),
+    ];
+    // Two 12-byte children never exceed the AVP length field.
+    if let Ok(g) = Avp::grouped(dict::EXPERIMENTAL_RESULT, 0, &kids) {
+        m.push(g);
+    }
+    m.avps.extend(origin.avps());
+    if let Ok(Some(v)) = aar.avps.get_u32(dict::AUTH_REQUEST_TYPE, 0) {
+        m.push(Avp::u32(dict::AUTH_REQUEST_TYPE, 0, v));
+    }
+    m.push_answer_tail(origin, Some(text), None);
+    m
+}
+
+/// The answer to an AAR that could not be mapped: [`error_answer`] or [`aaa_user_unknown`].
+pub fn refusal_answer(aar: &Message, origin: &Origin, err: &S6bError) -> Message {
+    match err {
+        S6bError::Message(e) => error_answer(aar, origin, e),
+        S6bError::TemporaryIdentity { .. } => aaa_user_unknown(aar, origin, &err.to_string()),
     }
 }
 
@@ -288,17 +397,24 @@ mod tests {
         ));
     }
 
+    fn message_error(e: S6bError) -> MessageError {
+        match e {
+            S6bError::Message(e) => e,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn user_name_forms() {
         let mut m = aar(vec![]);
         m.avps.retain(|a| a.code != dict::USER_NAME);
-        let e = aar_to_context(&m).unwrap_err();
+        let e = message_error(aar_to_context(&m).unwrap_err());
         assert_eq!(e.result_code(), ResultCode::MISSING_AVP);
         m.push(Avp::utf8(dict::USER_NAME, 0, "001010000000002"));
         assert_eq!(aar_to_context(&m).unwrap().imsi.as_str(), "001010000000002");
         m.avps.retain(|a| a.code != dict::USER_NAME);
         m.push(Avp::utf8(dict::USER_NAME, 0, "alice@example.org"));
-        let e = aar_to_context(&m).unwrap_err();
+        let e = message_error(aar_to_context(&m).unwrap_err());
         assert_eq!(e.result_code(), ResultCode::INVALID_AVP_VALUE);
         let a = error_answer(&m, &origin(), &e);
         assert_eq!(a.result_code(), Some(ResultCode::INVALID_AVP_VALUE));
@@ -306,6 +422,98 @@ mod tests {
             a.avps.get_u32(dict::AUTH_APPLICATION_ID, 0),
             Ok(Some(APP_S6B))
         );
+    }
+
+    fn with_user_name(name: &str) -> Message {
+        let mut m = aar(vec![]);
+        m.avps.retain(|a| a.code != dict::USER_NAME);
+        m.push(Avp::utf8(dict::USER_NAME, 0, name));
+        m
+    }
+
+    #[test]
+    fn permanent_and_decorated_identities_map_to_the_imsi() {
+        for (name, form, decorated) in [
+            (
+                "0001010000000003@nai.epc.mnc001.mcc001.3gppnetwork.org",
+                "eap_aka_permanent",
+                false,
+            ),
+            ("1001010000000003@nai.epc.mnc001.mcc001.3gppnetwork.org", "eap_sim_permanent", false),
+            ("6001010000000003", "eap_aka_prime_permanent", false),
+            (
+                "nai.epc.mnc001.mcc001.3gppnetwork.org!6001010000000003@nai.epc.mnc002.mcc002.3gppnetwork.org",
+                "eap_aka_prime_permanent",
+                true,
+            ),
+        ] {
+            let m = with_user_name(name);
+            let a = read_aar(&m).unwrap();
+            assert_eq!(a.ctx.imsi.as_str(), "001010000000003", "{name}");
+            assert_eq!((a.form, a.decorated), (form, decorated), "{name}");
+            let str_ = Message::request(275, APP_S6B, true)
+                .with(Avp::utf8(dict::SESSION_ID, 0, "pgw;9"))
+                .with(Avp::utf8(dict::ORIGIN_HOST, 0, "pgw.localdomain"))
+                .with(Avp::utf8(dict::USER_NAME, 0, name));
+            let c = str_to_context(&str_).unwrap().unwrap();
+            assert_eq!(c.imsi.as_str(), "001010000000003");
+        }
+    }
+
+    #[test]
+    fn temporary_identities_get_user_unknown() {
+        for (name, label) in [
+            (
+                "2pseudo@nai.epc.mnc001.mcc001.3gppnetwork.org",
+                "eap_aka_pseudonym",
+            ),
+            (
+                "5reauth@nai.epc.mnc001.mcc001.3gppnetwork.org",
+                "eap_sim_fast_reauth",
+            ),
+            (
+                "home.example!7pseudo@visited.example",
+                "eap_aka_prime_pseudonym",
+            ),
+        ] {
+            let m = with_user_name(name);
+            let e = read_aar(&m).unwrap_err();
+            let S6bError::TemporaryIdentity { label: l, .. } = e else {
+                panic!("{e:?}")
+            };
+            assert_eq!(l, label);
+            let a = refusal_answer(&m, &origin(), &e);
+            assert_eq!(
+                a.result_code(),
+                None,
+                "no Result-Code beside Experimental-Result"
+            );
+            let er = a
+                .avps
+                .get_grouped(dict::EXPERIMENTAL_RESULT, 0)
+                .unwrap()
+                .unwrap();
+            assert_eq!(er.get_u32(dict::VENDOR_ID, 0), Ok(Some(VENDOR_3GPP)));
+            assert_eq!(
+                er.get_u32(dict::EXPERIMENTAL_RESULT_CODE, 0),
+                Ok(Some(EXPERIMENTAL_USER_UNKNOWN))
+            );
+            let codes: Vec<u32> = a.avps.iter().map(|a| a.code).collect();
+            assert_eq!(codes, [263, 258, 297, 264, 296, 274, 278, 281], "{name}");
+            assert!(a
+                .avps
+                .get_utf8(dict::ERROR_MESSAGE, 0)
+                .unwrap()
+                .unwrap()
+                .contains("cannot be mapped to an IMSI"));
+            assert!(!a.header.flags.is_error());
+            // In an STR: the session ends without asking the engine.
+            let str_ = Message::request(275, APP_S6B, true)
+                .with(Avp::utf8(dict::SESSION_ID, 0, "pgw;9"))
+                .with(Avp::utf8(dict::ORIGIN_HOST, 0, "pgw.localdomain"))
+                .with(Avp::utf8(dict::USER_NAME, 0, name));
+            assert!(matches!(str_to_context(&str_), Ok(None)));
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   flight.
 //! - `app`: Gx/S6b requests to answers through the engine (run on the blocking pool).
 //! - [`series`]: the label values of the shell's metrics, registered at 0 at bind.
+//! - `refusal`: the rate-limited WARN line of a refused peer.
 //!
 //! # Limits
 //! - At most [`MAX_CONNECTIONS`] connections: one beyond is accepted and closed at once, counted
@@ -35,6 +36,7 @@
 mod app;
 mod conn;
 pub mod listen;
+mod refusal;
 pub mod series;
 
 use std::collections::hash_map::RandomState;
@@ -61,7 +63,8 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const MAX_IN_FLIGHT: usize = 256;
 /// Engine calls running at once on the blocking pool.
 pub const MAX_ENGINE_CALLS: usize = 64;
-/// At most one log line per interval for connections refused at [`MAX_CONNECTIONS`].
+/// At most one log line per interval for connections refused at [`MAX_CONNECTIONS`], and per
+/// (source address, reason) for refused peers.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long we wait for DPA after our DPR.
 pub const DPA_TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,7 +95,15 @@ pub(crate) struct Shared {
     /// How long an incomplete message may wait for its remaining bytes
     /// (`diameter.message_timeout_s`).
     message_timeout: Duration,
+    /// WARN lines about refused peers: one per (source address, reason) per
+    /// [`REFUSAL_LOG_INTERVAL`], bounded under a flood of connections.
+    refusals: RefusalLimiter,
 }
+
+/// The limiter of refused-peer lines, by (source address, reason).
+pub(crate) type RefusalLimiter = crate::logging::limit::LogLimiter<(IpAddr, &'static str)>;
+/// Sources (and reasons) the refused-peer limiter remembers.
+const REFUSAL_LOG_CAPACITY: usize = 4096;
 
 impl Shared {
     /// Our configuration for a connection from `remote` accepted on `local`: only peers whose
@@ -107,6 +118,14 @@ impl Shared {
             .collect();
         c.host_ip_addresses = vec![local];
         Arc::new(c)
+    }
+
+    /// Is `origin_host` in `[[diameter.peers]]` at all (whatever its address)?
+    fn is_configured(&self, origin_host: &str) -> bool {
+        self.peers
+            .read()
+            .iter()
+            .any(|(h, _)| h.eq_ignore_ascii_case(origin_host))
     }
 
     fn random_u64(&self, salt: u64) -> u64 {
@@ -197,6 +216,7 @@ impl DiameterService {
                 next_conn: AtomicU64::new(1),
                 random: RandomState::new(),
                 message_timeout: Duration::from_secs(d.message_timeout_s),
+                refusals: RefusalLimiter::new(REFUSAL_LOG_INTERVAL, REFUSAL_LOG_CAPACITY),
             }),
         })
     }

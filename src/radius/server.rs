@@ -48,8 +48,12 @@
 //! retransmits, never an accept), `encode_error`, `send_error`, and `receive_buffer`: datagrams
 //! the kernel dropped because the socket's receive buffer was full (the daemon is behind: CPU
 //! bound, or a burst longer than the buffer), learnt from `SO_RXQ_OVFL` and warned about at most
-//! once per [`LOG_INTERVAL`] per port. Drops are logged at debug, at most
-//! one line per (source address, reason) per [`LOG_INTERVAL`].
+//! once per [`LOG_INTERVAL`] per port. A datagram from an unknown client, a Message-Authenticator
+//! or Request Authenticator that does not verify, and a missing Message-Authenticator the client
+//! must send are logged at WARN (an operator's misconfiguration or an attack; see
+//! [`WARN_REASONS`]), other drops at debug; either way at most one line per (source address,
+//! reason) per [`LOG_INTERVAL`], the next one carrying the count suppressed in between
+//! ([`crate::logging::limit`], bounded under a flood of spoofed sources).
 //!
 //! # Metrics
 //! `imei_lockd_radius_packets_total{port,code}` (every datagram received, by its Code octet),
@@ -64,8 +68,6 @@
 //! `parking_lot::RwLock<Arc<Clients>>` (a read lock held for one `Arc` clone per datagram), a
 //! reload swaps the `Arc`. Sockets, workers and the duplicate window are fixed at bind time.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -104,10 +106,36 @@ pub const DEDUP_SHARDS: usize = 16;
 pub const DEDUP_SHARD_CAPACITY: usize = 8192;
 /// How long [`RadiusService::run`] waits for answers in flight after `stop`.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// At most one debug line per (source address, drop reason) per interval.
+/// At most one line per (source address, drop reason) per interval.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound on the (source, reason) pairs remembered by the log limiter.
 const LOG_LIMITER_CAPACITY: usize = 4096;
+/// Drop reasons logged at WARN, with the line's text; other reasons are logged at debug.
+pub const WARN_REASONS: &[(&str, &str)] = &[
+    (
+        "unknown_client",
+        "RADIUS packet dropped: its source address matches no radius.clients address (an \
+         unknown client)",
+    ),
+    (
+        "bad_message_authenticator",
+        "RADIUS packet dropped: its Message-Authenticator does not verify (the client's \
+         shared secret differs from radius.clients' secret, or the packet is forged)",
+    ),
+    (
+        "bad_request_authenticator",
+        "RADIUS packet dropped: an Accounting-Request whose Request Authenticator does not \
+         verify (the client's shared secret differs from radius.clients' secret, or the \
+         packet is forged)",
+    ),
+    (
+        "missing_message_authenticator",
+        "RADIUS packet dropped: an Access-Request without Message-Authenticator, which this \
+         client must send (require_message_authenticator; BlastRADIUS, CVE-2024-3596)",
+    ),
+];
+
+type LogLimiter = crate::logging::limit::LogLimiter<(IpAddr, &'static str)>;
 /// Pause after a receive error (e.g. ENOMEM) so a persistent one cannot spin.
 const RECV_ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// How long a receive task waits for a free evaluation permit before it starts shedding.
@@ -163,7 +191,7 @@ impl RadiusService {
     /// Serves until `stop` becomes true (or its sender is dropped), then waits up to
     /// [`DRAIN_TIMEOUT`] for the answers in flight to go out.
     pub async fn run(self, engine: Arc<Engine>, stop: watch::Receiver<bool>) {
-        let limiter = Arc::new(LogLimiter::default());
+        let limiter = Arc::new(LogLimiter::new(LOG_INTERVAL, LOG_LIMITER_CAPACITY));
         let ports = [(Port::Auth, self.auth), (Port::Acct, self.acct)].map(|(port, socket)| {
             Arc::new(PortShell {
                 port,
@@ -340,38 +368,6 @@ enum Seen {
     Cached(Vec<u8>),
     InProgress,
     New,
-}
-
-/// Rate limit for debug lines about drops: one per (source, reason) per [`LOG_INTERVAL`].
-#[derive(Default)]
-struct LogLimiter {
-    last: Mutex<HashMap<(IpAddr, &'static str), Instant>>,
-}
-
-impl LogLimiter {
-    fn allow(&self, ip: IpAddr, reason: &'static str, now: Instant) -> bool {
-        let mut last = self.last.lock();
-        if last.len() >= LOG_LIMITER_CAPACITY {
-            last.retain(|_, t| now.saturating_duration_since(*t) < LOG_INTERVAL);
-        }
-        let full = last.len() >= LOG_LIMITER_CAPACITY;
-        match last.entry((ip, reason)) {
-            Entry::Occupied(mut o) => {
-                if now.saturating_duration_since(*o.get()) >= LOG_INTERVAL {
-                    o.insert(now);
-                    true
-                } else {
-                    false
-                }
-            }
-            // Under a flood of distinct sources, stay quiet rather than grow.
-            Entry::Vacant(_) if full => false,
-            Entry::Vacant(v) => {
-                v.insert(now);
-                true
-            }
-        }
-    }
 }
 
 /// What was sent, for `imei_lockd_radius_responses_total{type}`.
@@ -733,7 +729,11 @@ impl PortShell {
         // source, so they are keyed by the port's name under the unspecified address (which no
         // datagram comes from): one line per port per interval, without a getsockname.
         let key = IpAddr::from([0, 0, 0, 0]);
-        if self.limiter.allow(key, self.port.as_str(), Instant::now()) {
+        if self
+            .limiter
+            .admit((key, self.port.as_str()), Instant::now())
+            .is_some()
+        {
             tracing::warn!(port = %self.port, dropped = new, total = seen,
                 "RADIUS datagrams dropped by the kernel: the socket's receive buffer was full \
                  (the daemon is behind its load; see radius.recv_buffer_bytes and \
@@ -741,7 +741,8 @@ impl PortShell {
         }
     }
 
-    /// Counts a drop and logs it at debug, rate-limited per (source, reason).
+    /// Counts a drop and logs it (WARN for [`WARN_REASONS`], else debug), rate-limited per
+    /// (source, reason).
     fn drop_packet(&self, src: SocketAddr, reason: &'static str, detail: &dyn std::fmt::Display) {
         static DROPS: Handles<(Port, &str), Counter> = Handles::new();
         DROPS.with(
@@ -752,12 +753,30 @@ impl PortShell {
             },
             |c| c.increment(1),
         );
-        if tracing::enabled!(tracing::Level::DEBUG)
-            && self.limiter.allow(src.ip(), reason, Instant::now())
-        {
-            tracing::debug!(port = %self.port, %src, reason, detail = %detail,
+        let warn = WARN_REASONS
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, text)| *text);
+        if warn.is_none() && !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let Some(admit) = self.limiter.admit((src.ip(), reason), Instant::now()) else {
+            return;
+        };
+        let suppressed = admit.suppressed;
+        match (warn, admit.overflow) {
+            (Some(text), false) => tracing::warn!(port = %self.port, %src, reason,
+                detail = %detail, suppressed,
+                "{text} (at most one line per source and reason per 10 s; suppressed: the \
+                 drops not logged since the previous line)"),
+            (None, false) => tracing::debug!(port = %self.port, %src, reason,
+                detail = %detail, suppressed,
                 "RADIUS packet dropped (further drops of this reason from this source are not \
-                 logged for 10 s)");
+                 logged for 10 s)"),
+            (_, true) => tracing::warn!(port = %self.port, %src, reason, suppressed,
+                "RADIUS datagrams dropped from more sources than the log tracks (a flood, \
+                 perhaps of spoofed addresses): one line per 10 s stands for all of them \
+                 (suppressed: the drops not logged); see imei_lockd_radius_drops_total"),
         }
     }
 }
@@ -796,35 +815,6 @@ fn encode_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_limiter_one_line_per_source_and_reason_per_interval() {
-        let l = LogLimiter::default();
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let t0 = Instant::now();
-        assert!(l.allow(a, "unknown_client", t0));
-        assert!(!l.allow(a, "unknown_client", t0 + Duration::from_secs(1)));
-        assert!(l.allow(a, "bad_message_authenticator", t0));
-        assert!(l.allow(b, "unknown_client", t0));
-        assert!(l.allow(a, "unknown_client", t0 + LOG_INTERVAL));
-    }
-
-    #[test]
-    fn log_limiter_stays_bounded() {
-        let l = LogLimiter::default();
-        let t0 = Instant::now();
-        for i in 0..(LOG_LIMITER_CAPACITY as u32 + 100) {
-            l.allow(IpAddr::from(i.to_be_bytes()), "unknown_client", t0);
-        }
-        assert!(l.last.lock().len() <= LOG_LIMITER_CAPACITY);
-        // After the interval, old entries are pruned and new sources are logged again.
-        assert!(l.allow(
-            "198.51.100.1".parse().unwrap(),
-            "unknown_client",
-            t0 + LOG_INTERVAL
-        ));
-    }
 
     #[test]
     fn dedup_shards_cache_and_abandon() {

@@ -215,6 +215,16 @@ pub const FAMILIES: &[Family] = &[
          message_timeout, too_busy, duplicate, watchdog_expired, cer_rejected, \
          connection_limit, ...).",
     ),
+    family(
+        "imei_lockd_s6b_identities_total",
+        Counter,
+        COUNT,
+        "S6b AARs by the form of their User-Name (form: imsi, eap_aka_permanent, \
+         eap_sim_permanent, eap_aka_prime_permanent, the pseudonym and fast_reauth forms of each \
+         method, no_imsi) and decorated (true for homerealm!user@otherrealm); pseudonym and \
+         fast_reauth AARs are answered DIAMETER_ERROR_USER_UNKNOWN, \
+         imei_lockd_diameter_answers_total{result_code=\"10415:5001\"}.",
+    ),
     // REST API (src/api/).
     family(
         "imei_lockd_api_refused_total",

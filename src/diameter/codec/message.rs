@@ -160,6 +160,22 @@ impl Message {
             .map(ResultCode)
     }
 
+    /// Experimental-Result as (Vendor-Id, Experimental-Result-Code), when present and
+    /// well-formed.
+    pub fn experimental_result(&self) -> Option<(u32, u32)> {
+        let kids = self
+            .avps
+            .get_grouped(dict::EXPERIMENTAL_RESULT, 0)
+            .ok()
+            .flatten()?;
+        let vendor = kids.get_u32(dict::VENDOR_ID, 0).ok().flatten()?;
+        let code = kids
+            .get_u32(dict::EXPERIMENTAL_RESULT_CODE, 0)
+            .ok()
+            .flatten()?;
+        Some((vendor, code))
+    }
+
     /// Encodes with a freshly computed length and zero padding.
     ///
     /// # Errors

@@ -181,6 +181,8 @@ pub struct Peer {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: PeerStats,
+    /// The Origin-Host of a refused CER (for the shell's log line), when it had one.
+    refused_origin_host: Option<String>,
 }
 
 impl Peer {
@@ -200,7 +202,14 @@ impl Peer {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: PeerStats::default(),
+            refused_origin_host: None,
         }
+    }
+
+    /// The Origin-Host of the CER this machine refused ([`CloseReason::CerRejected`]), when
+    /// it carried one.
+    pub fn refused_origin_host(&self) -> Option<&str> {
+        self.refused_origin_host.as_deref()
     }
 
     pub fn state(&self) -> State {
@@ -349,6 +358,7 @@ impl Peer {
                             None,
                         );
                         self.queue(&a);
+                        self.refused_origin_host = Some(info.origin_host);
                         self.close(CloseReason::CerRejected(ResultCode::UNABLE_TO_COMPLY));
                         return;
                     }
@@ -372,6 +382,7 @@ impl Peer {
             } => {
                 let a = cer::cea(&self.cfg, msg, code, Some(&text), failed_avp.as_ref());
                 self.queue(&a);
+                self.refused_origin_host = msg.origin_host().map(str::to_owned);
                 self.close(CloseReason::CerRejected(code));
             }
         }

@@ -7,13 +7,18 @@
 //! leaves the rest (`None`) to the bounded path (see [`Engine::decide_in_memory`]). Nothing here
 //! touches a socket.
 
+use metrics::Counter;
+
 use crate::context::AuthContext;
 use crate::context::Decision;
 use crate::context::Phase;
 use crate::diameter::codec::validate::{CMD_AAR, CMD_CCR, CMD_STR};
-use crate::diameter::codec::{error_answer, Message, Origin, ResultCode, APP_GX, APP_S6B};
+use crate::diameter::codec::{
+    dict, error_answer, AvpList, Message, Origin, ResultCode, APP_GX, APP_S6B,
+};
 use crate::diameter::{gx, s6b};
 use crate::engine::{Engine, EngineError};
+use crate::telemetry::Handles;
 
 /// Text of the answer when the engine fails (store error, contention).
 const ENGINE_FAILED: &str = "temporary failure deciding the request";
@@ -95,14 +100,15 @@ fn gx_ccr(engine: &Engine, ccr: &Message, origin: &Origin, inline: bool) -> Opti
 }
 
 fn s6b_aar(engine: &Engine, aar: &Message, origin: &Origin, inline: bool) -> Option<Message> {
-    let ctx = match s6b::aar_to_context(aar) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!(error = %e, session = ?aar.session_id(), "S6b AAR refused");
-            return Some(s6b::error_answer(aar, origin, &e));
-        }
+    let read = match s6b::read_aar(aar) {
+        Ok(a) => a,
+        // Logged and counted once: the inline attempt answers it (no engine needed).
+        Err(e) => return Some(s6b_refused(aar, origin, &e)),
     };
-    Some(match decide(engine, &ctx, inline)? {
+    let ctx = read.ctx;
+    let d = decide(engine, &ctx, inline)?;
+    count_identity(read.form, read.decorated);
+    Some(match d {
         Ok(d) => s6b::aaa(aar, origin, &d),
         Err(EngineError::NotServing) => not_serving(aar, origin),
         Err(_) => s6b::aaa_with(
@@ -113,6 +119,38 @@ fn s6b_aar(engine: &Engine, aar: &Message, origin: &Origin, inline: bool) -> Opt
             None,
         ),
     })
+}
+
+/// The answer to an AAR that cannot be judged, logged and counted.
+fn s6b_refused(aar: &Message, origin: &Origin, e: &s6b::S6bError) -> Message {
+    match e {
+        s6b::S6bError::Message(m) => {
+            count_identity("no_imsi", false);
+            tracing::info!(error = %m, session = ?aar.session_id(), "S6b AAR refused");
+        }
+        s6b::S6bError::TemporaryIdentity { label, .. } => {
+            let user_name = aar.avps.get_utf8(dict::USER_NAME, 0).ok().flatten();
+            count_identity(label, user_name.is_some_and(|u| u.contains('!')));
+            tracing::info!(session = ?aar.session_id(), peer = ?aar.origin_host(),
+                user_name = ?user_name, form = label,
+                "S6b AAR refused with DIAMETER_ERROR_USER_UNKNOWN (5001): {e}; the P-GW must \
+                 send the permanent identity (see docs/integration/s6b-identities.md)");
+        }
+    }
+    s6b::refusal_answer(aar, origin, e)
+}
+
+/// `imei_lockd_s6b_identities_total{form, decorated}`.
+fn count_identity(form: &'static str, decorated: bool) {
+    static IDENTITIES: Handles<(&str, bool), Counter> = Handles::new();
+    IDENTITIES.with(
+        (form, decorated),
+        |(form, decorated)| {
+            metrics::counter!("imei_lockd_s6b_identities_total", "form" => form,
+                "decorated" => if decorated { "true" } else { "false" })
+        },
+        |c| c.increment(1),
+    );
 }
 
 fn s6b_str(engine: &Engine, req: &Message, origin: &Origin, inline: bool) -> Option<Message> {

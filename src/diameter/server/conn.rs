@@ -49,7 +49,7 @@ pub(super) struct ConnCtx {
 struct Done {
     bytes: Vec<u8>,
     app: &'static str,
-    code: Option<ResultCode>,
+    code: Outcome,
 }
 
 /// The `imei_lockd_diameter_peers{state}` gauge for one connection.
@@ -85,12 +85,26 @@ fn error(reason: &'static str) {
     );
 }
 
-fn answered(app: &'static str, code: Option<ResultCode>) {
-    static ANSWERS: Handles<(&str, Option<u32>), Counter> = Handles::new();
+/// An answer's result for metrics: (0, Result-Code), or (Vendor-Id, Experimental-Result-Code)
+/// when it carries an Experimental-Result instead (S6b DIAMETER_ERROR_USER_UNKNOWN).
+type Outcome = Option<(u32, u32)>;
+
+fn outcome(m: &Message) -> Outcome {
+    m.result_code()
+        .map(|c| (0, c.0))
+        .or_else(|| m.experimental_result())
+}
+
+fn answered(app: &'static str, code: Outcome) {
+    static ANSWERS: Handles<(&str, Outcome), Counter> = Handles::new();
     ANSWERS.with(
-        (app, code.map(|c| c.0)),
+        (app, code),
         |(app, code)| {
-            let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+            let code = match code {
+                None => "none".to_owned(),
+                Some((0, c)) => c.to_string(),
+                Some((vendor, c)) => format!("{vendor}:{c}"),
+            };
             metrics::counter!("imei_lockd_diameter_answers_total", "app" => app,
                 "result_code" => code)
         },
@@ -427,7 +441,7 @@ impl Conn {
                 let code = Decoder::default()
                     .decode(&bytes)
                     .ok()
-                    .and_then(|m| m.result_code());
+                    .and_then(|m| outcome(&m));
                 answered(app, code);
                 self.write(bytes).await;
                 return;
@@ -444,7 +458,7 @@ impl Conn {
             };
             dup.lock()
                 .complete(&origin_host, h.end_to_end, bytes.clone());
-            answered(app, a.result_code());
+            answered(app, outcome(&a));
             self.write(bytes).await;
             return;
         }
@@ -466,7 +480,7 @@ impl Conn {
                 None,
             );
             if let Ok(bytes) = a.encode() {
-                answered(app, Some(ResultCode::TOO_BUSY));
+                answered(app, Some((0, ResultCode::TOO_BUSY.0)));
                 self.write(bytes).await;
             }
             return;
@@ -487,7 +501,7 @@ impl Conn {
                 .ok(),
                 Err(_) => None,
             };
-            let encoded = answer.and_then(|a| a.encode().ok().map(|b| (b, a.result_code())));
+            let encoded = answer.and_then(|a| a.encode().ok().map(|b| (b, outcome(&a))));
             let Some((bytes, code)) = encoded else {
                 error("engine_task");
                 shared.dup.lock().abandon(&origin_host, h.end_to_end);
@@ -542,8 +556,18 @@ impl Conn {
                     super::series::set_peer_up(&key, false);
                 }
             }
+            // Logged at WARN, rate-limited, by `refusal::warn`.
+            None if matches!(reason, CloseReason::CerRejected(_)) => {}
             None => tracing::info!(remote = %self.ctx.remote, reason = ?reason,
                 "diameter connection closed before capabilities exchange"),
+        }
+        if let CloseReason::CerRejected(code) = reason {
+            super::refusal::warn(
+                &self.ctx,
+                self.peer.refused_origin_host(),
+                self.host.is_some(),
+                *code,
+            );
         }
         self.gauge.set(None);
     }
@@ -557,13 +581,13 @@ fn count_transmit(bytes: &[u8]) {
     if h.flags.is_request() {
         return;
     }
-    let code = Decoder::default()
-        .decode(bytes)
-        .ok()
-        .and_then(|m| m.result_code());
-    if let Some(c) = code.filter(|c| !c.is_success()) {
+    let Ok(m) = Decoder::default().decode(bytes) else {
+        answered(app::app_label(h.application_id), None);
+        return;
+    };
+    if let Some(c) = m.result_code().filter(|c| !c.is_success()) {
         tracing::info!(command = h.code, application = h.application_id,
             hop_by_hop = h.hop_by_hop, result_code = %c, "diameter error answer");
     }
-    answered(app::app_label(h.application_id), code);
+    answered(app::app_label(h.application_id), outcome(&m));
 }
