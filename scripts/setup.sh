@@ -16,6 +16,8 @@ APT_BUILD=(libclang-dev g++ make protobuf-compiler libprotobuf-dev)
 APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd freeradius
   qemu-system-x86 busybox-static cpio prometheus etcd-server etcd-client iproute2)
 PIP_TEST=(python-diameter==0.9.0 schemathesis==4.32.5)
+# integration-tests/secrets.rs: curl --cacert against the HTTPS API (openssl makes its test CA).
+APT_TEST+=(curl)
 
 want=("${APT_BUILD[@]}")
 if [[ "${1:-}" == "--test" ]]; then

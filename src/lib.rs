@@ -26,3 +26,4 @@ pub mod retention;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;

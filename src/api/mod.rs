@@ -44,7 +44,7 @@ use serde_json::json;
 pub use error::ApiError;
 pub use import::{parse_import, EXPORT_HEADER, IMPORT_LIMIT};
 pub use openapi::OPENAPI;
-pub use serve::{bind, serve, ServeLimits};
+pub use serve::{bind, serve, ApiToken, ServeLimits};
 
 use crate::context::Imsi;
 use crate::provisioning::Provisioner;
@@ -61,7 +61,8 @@ pub struct ApiState {
     pub reads: Arc<dyn LocalRead>,
     /// Who serves and who holds what (`GET /v1/cluster`).
     pub coordination: Arc<dyn Coordination>,
-    pub token: Option<String>,
+    /// The bearer token (SIGHUP replaces it).
+    pub token: ApiToken,
     /// Where `POST /v1/backups` writes (`[node] backup_dir`).
     pub backup_dir: std::path::PathBuf,
 }

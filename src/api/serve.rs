@@ -1,6 +1,10 @@
 //! The API's HTTP shell: the listener, connection limits (header and body timeouts, body
 //! sizes), the bearer-token check and graceful shutdown.
 //!
+//! The listener is any [`axum::serve::Listener`]: the plain TCP listener, or
+//! [`crate::tls::TlsListener`] when `[api] tls_cert` and `tls_key` are set (it hands over
+//! connections once their TLS handshake is done, so everything here is the same either way).
+//!
 //! Nothing here knows a resource: routes are [`super::router`]'s, answers the handlers'.
 
 use std::net::SocketAddr;
@@ -12,6 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::serve::Listener;
 use axum::Json;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -53,8 +58,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// # Errors
 /// None today (accept errors are logged and retried); the signature leaves room for them.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L: Listener<Addr = SocketAddr>>(
+    mut listener: L,
     state: Shared,
     limits: ServeLimits,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -78,15 +83,9 @@ pub async fn serve(
         metrics::counter!("imei_lockd_api_errors_total", "reason" => reason).increment(0);
     }
     loop {
+        // Accept errors are logged and retried by the listener.
         let (stream, remote) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            a = listener.accept() => a,
             () = &mut stop => break,
         };
         while conns.try_join_next().is_some() {}
@@ -222,8 +221,37 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
+/// The bearer token the API requires (none: every request passes, loopback only), shared with
+/// the daemon's SIGHUP reload, which replaces it ([`ApiToken::set`]).
+#[derive(Clone, Default)]
+pub struct ApiToken(Arc<parking_lot::RwLock<Option<Arc<str>>>>);
+
+impl ApiToken {
+    pub fn new(token: Option<String>) -> Self {
+        Self(Arc::new(parking_lot::RwLock::new(token.map(Arc::from))))
+    }
+
+    /// Replaces the token for the requests that arrive from now on.
+    pub fn set(&self, token: Option<String>) {
+        *self.0.write() = token.map(Arc::from);
+    }
+
+    fn get(&self) -> Option<Arc<str>> {
+        self.0.read().clone()
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.read().is_some();
+        f.debug_tuple("ApiToken")
+            .field(&if set { "*redacted*" } else { "none" })
+            .finish()
+    }
+}
+
 pub(super) async fn require_token(State(st): State<Shared>, req: Request, next: Next) -> Response {
-    let Some(expected) = &st.token else {
+    let Some(expected) = st.token.get() else {
         return next.run(req).await;
     };
     let presented = req

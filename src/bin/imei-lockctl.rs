@@ -32,7 +32,8 @@ struct Cli {
         global = true
     )]
     api: String,
-    /// API bearer token (`[api] token` of the daemon).
+    /// API bearer token (`[api] token` of the daemon). A command-line value shows in `ps` and
+    /// the shell history: prefer --token-file (or the environment).
     #[arg(
         long,
         env = "IMEI_LOCKCTL_TOKEN",
@@ -40,6 +41,18 @@ struct Cli {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// File holding the API bearer token (one trailing newline ignored); instead of --token.
+    #[arg(
+        long,
+        env = "IMEI_LOCKCTL_TOKEN_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    token_file: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s) to trust for an https:// API, instead of the system's (as curl's
+    /// --cacert).
+    #[arg(long, env = "IMEI_LOCKCTL_CACERT", global = true, value_name = "PATH")]
+    cacert: Option<std::path::PathBuf>,
     /// Print the API's JSON instead of human text.
     #[arg(long, global = true)]
     json: bool,
@@ -384,15 +397,45 @@ fn nullable(s: &str) -> Value {
     }
 }
 
+/// The token of `--token` or `--token-file` (exit 2 when both are set or the file is bad).
+fn token(cli: &Cli) -> Result<Option<String>, Failure> {
+    match (&cli.token, &cli.token_file) {
+        (Some(_), Some(_)) => Err(Failure(
+            2,
+            "set --token (IMEI_LOCKCTL_TOKEN) or --token-file (IMEI_LOCKCTL_TOKEN_FILE), not both"
+                .into(),
+        )),
+        (Some(t), None) => Ok(Some(t.clone())),
+        (None, Some(path)) => imei_lockd::config::secrets::read_secret("--token-file", path)
+            .map(Some)
+            .map_err(|e| Failure(2, e.to_string())),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The HTTP client: a 60 s timeout; with `--cacert`, only its certificates are trusted.
+fn http_client(cli: &Cli) -> Result<Client, Failure> {
+    let mut builder = Client::builder().timeout(Duration::from_secs(60));
+    if let Some(path) = &cli.cacert {
+        let bad = |why: String| Failure(2, format!("--cacert {}: {why}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in the file".into()));
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder.build().map_err(|e| Failure(3, e.to_string()))
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
-    let http = Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| Failure(3, e.to_string()))?;
     let api = Api {
         base: cli.api.clone(),
-        token: cli.token.clone(),
-        http,
+        token: token(&cli)?,
+        http: http_client(&cli)?,
     };
     let j = cli.json;
     use reqwest::Method as M;

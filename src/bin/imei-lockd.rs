@@ -5,12 +5,15 @@
 //! (the daemon stopped). Configuration errors exit with code 2 and name the key.
 //!
 //! Signals: SIGTERM (or SIGINT) drains and stops; SIGHUP re-reads the same file (environment
-//! overrides included) and applies the RADIUS clients, the Diameter peers and the engine
-//! policies. A file that does not load on SIGHUP is logged (naming the key) and the running
+//! overrides included) and applies the RADIUS clients (their secret files re-read), the
+//! Diameter peers, the engine policies, the API token and the TLS certificates (`secrets`). A
+//! file that does not load on SIGHUP is logged (naming the key) and the running
 //! configuration kept; keys that need a restart (listen addresses, ...) are logged as such.
 
 #[path = "imei-lockd/restore.rs"]
 mod restore;
+#[path = "imei-lockd/secrets.rs"]
+mod secrets;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,7 +68,8 @@ const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
     version,
     about,
     after_help = "Signals: SIGTERM/SIGINT drain and stop (Diameter peers get a DPR); SIGHUP reloads \
-                  RADIUS clients, Diameter peers and policies from the same file.\n\
+                  RADIUS clients, Diameter peers, policies, the API token and TLS certificates \
+                  from the same file.\n\
                   Exit codes: 0 clean stop, 1 runtime failure (store, bind), 2 configuration error \
                   (the message names the key)."
 )]
@@ -145,7 +149,6 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         let _runtime = rt.enter();
         Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?
     };
-    let token = cfg.api_token().map_err(|e| e.to_string())?;
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_S)
         .map_err(|e| format!("cannot configure metrics buckets: {e}"))?
@@ -157,6 +160,8 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
     imei_lockd::telemetry::describe();
     imei_lockd::telemetry::build_info();
     register_metrics();
+    // After the recorder (the token's gauge), before the store: a bad file fails fast.
+    let secrets = Arc::new(secrets::Secrets::start(&cfg)?);
     let store = open_store(&cfg, &rt)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock {
         offset_ms: test_clock_offset_ms(),
@@ -215,6 +220,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             radius: radius.reloader(),
             diameter: diameter.reloader(),
             engine: engine.clone(),
+            secrets: secrets.clone(),
         };
 
         let mut tasks = tokio::task::JoinSet::new();
@@ -236,21 +242,34 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             provisioner: provisioner.clone(),
             reads: api_reads,
             coordination: api_coordination,
-            token,
+            token: secrets.token.clone(),
             backup_dir: cfg.node.backup_dir(),
         });
-        tasks.spawn(serve_until(
-            api::serve(
-                api_listener,
-                state,
-                api::ServeLimits {
-                    header_timeout: Duration::from_secs(cfg.api.header_timeout_s),
-                    body_timeout: Duration::from_secs(cfg.api.body_timeout_s),
-                },
-                stopped(stop_rx.clone()),
-            ),
-            "api",
-        ));
+        let limits = api::ServeLimits {
+            header_timeout: Duration::from_secs(cfg.api.header_timeout_s),
+            body_timeout: Duration::from_secs(cfg.api.body_timeout_s),
+        };
+        let api_stop = stopped(stop_rx.clone());
+        match &secrets.api_tls {
+            // HTTPS only: the handshake must complete within the header timeout.
+            Some(tls) => tasks.spawn(serve_until(
+                api::serve(
+                    imei_lockd::tls::TlsListener::new(
+                        api_listener,
+                        tls.clone(),
+                        limits.header_timeout,
+                    ),
+                    state,
+                    limits,
+                    api_stop,
+                ),
+                "api",
+            )),
+            None => tasks.spawn(serve_until(
+                api::serve(api_listener, state, limits, api_stop),
+                "api",
+            )),
+        };
         let metrics_upkeep = metrics.clone();
         let process = ProcessMetrics::default();
         let metrics_router = axum::Router::new().route(
@@ -266,14 +285,24 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             }),
         );
         let metrics_stop = stopped(stop_rx.clone());
-        tasks.spawn(serve_until(
-            async move {
-                axum::serve(metrics_listener, metrics_router)
-                    .with_graceful_shutdown(metrics_stop)
-                    .await
-            },
-            "metrics",
-        ));
+        match secrets.metrics_listener(metrics_listener) {
+            Ok(tls_listener) => tasks.spawn(serve_until(
+                async move {
+                    axum::serve(tls_listener, metrics_router)
+                        .with_graceful_shutdown(metrics_stop)
+                        .await
+                },
+                "metrics",
+            )),
+            Err(metrics_listener) => tasks.spawn(serve_until(
+                async move {
+                    axum::serve(metrics_listener, metrics_router)
+                        .with_graceful_shutdown(metrics_stop)
+                        .await
+                },
+                "metrics",
+            )),
+        };
         tasks.spawn(store_gauges(sized_store, stop_rx.clone()));
         tasks.spawn(metrics_upkeep_loop(metrics_upkeep, stop_rx.clone()));
         let _engine = engine;
@@ -470,6 +499,7 @@ struct Reload {
     radius: RadiusReloader,
     diameter: DiameterReloader,
     engine: Arc<Engine>,
+    secrets: Arc<secrets::Secrets>,
 }
 
 impl Reload {
@@ -503,7 +533,8 @@ impl Reload {
         // ones it started with): keep the running set so events and delivery agree.
         policy.alert_events = self.running.engine_policy().alert_events;
         self.engine.set_policy(policy);
-        let stale = restart_needed(&self.running, new);
+        let mut stale = restart_needed(&self.running, new);
+        stale.extend(self.secrets.reload(new));
         if !stale.is_empty() {
             tracing::warn!(keys = %stale.join(", "),
                 "configuration keys changed that only take effect after a restart");
@@ -511,7 +542,7 @@ impl Reload {
         tracing::info!(
             radius_clients = clients,
             diameter_peers = peers,
-            "configuration reloaded (RADIUS clients, Diameter peers, policies)"
+            "configuration reloaded (RADIUS clients, Diameter peers, policies, API token, TLS)"
         );
         Ok(())
     }
@@ -549,7 +580,9 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         diameter.watchdog_s,
         diameter.cer_timeout_s,
         diameter.message_timeout_s,
-        api,
+        api.listen,
+        api.header_timeout_s,
+        api.body_timeout_s,
         metrics.listen,
         billing,
         alerts.webhooks,

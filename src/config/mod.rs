@@ -8,6 +8,9 @@
 //! never silently ignored.
 //!
 //! `[cluster]` lives in [`cluster`]: the embedded single node (the default) or etcd.
+//! [`secrets`] reads the secret files (`api.token_file`, `radius.clients[].secret_file`) and
+//! checks the TLS files (`tls_cert`, `tls_key` of `[api]` and `[metrics]`), as the third step
+//! of [`Config::load`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,7 @@ use crate::engine::{MissingImeiPolicy, UnknownSimPolicy};
 use crate::store::EventKind;
 
 pub mod cluster;
+pub mod secrets;
 
 pub use cluster::{default_node_name, ClusterBackend, ClusterConfig, EtcdConfig};
 
@@ -168,9 +172,25 @@ pub struct RadiusClientConfig {
     pub name: String,
     /// CIDR (a bare address means /32 or /128).
     pub address: String,
-    pub secret: String,
+    /// The shared secret; or `secret_file` (exactly one of the two).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the shared secret (see [`secrets`] for relative paths), read by
+    /// [`Config::load`].
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
     #[serde(default = "yes")]
     pub require_message_authenticator: bool,
+    /// The secret read from `secret_file`.
+    #[serde(skip)]
+    pub secret_from_file: Option<String>,
+}
+
+impl RadiusClientConfig {
+    /// The shared secret: `secret`, or what [`Config::load`] read from `secret_file`.
+    pub fn shared_secret(&self) -> Option<&str> {
+        self.secret.as_deref().or(self.secret_from_file.as_deref())
+    }
 }
 
 fn yes() -> bool {
@@ -240,6 +260,13 @@ pub struct ApiConfig {
     pub header_timeout_s: u64,
     /// How long a request body may stay without sending data, seconds.
     pub body_timeout_s: u64,
+    /// PEM certificate chain: with `tls_key`, the API serves HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// The token read from `token_file` by [`Config::load`].
+    #[serde(skip)]
+    pub token_from_file: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -250,6 +277,9 @@ impl Default for ApiConfig {
             token_file: None,
             header_timeout_s: 10,
             body_timeout_s: 30,
+            tls_cert: None,
+            tls_key: None,
+            token_from_file: None,
         }
     }
 }
@@ -258,6 +288,10 @@ impl Default for ApiConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub listen: String,
+    /// PEM certificate chain: with `tls_key`, `/metrics` is served over HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[metrics] listen` by default. 9100 is node_exporter's; the Prometheus exporter range
@@ -270,6 +304,8 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_METRICS_LISTEN.into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -372,8 +408,9 @@ pub fn parse_amount(key: &str, value: &str) -> Result<(), ConfigError> {
 }
 
 impl Config {
-    /// Reads `path`, applies `IMEI_LOCKD__*` environment overrides, validates, and reads
-    /// `cluster.etcd.password_file`.
+    /// Reads `path`, applies `IMEI_LOCKD__*` environment overrides, validates, reads
+    /// `cluster.etcd.password_file`, the secret files and checks the TLS files
+    /// ([`secrets`]).
     ///
     /// # Errors
     /// [`ConfigError`] naming the key (or the file) at fault.
@@ -399,6 +436,7 @@ impl Config {
             .map_err(|e| ConfigError::Load(e.to_string()))?;
         cfg.validate()?;
         cfg.cluster.etcd.read_password_file()?;
+        cfg.read_files(path)?;
         Ok(cfg)
     }
 
@@ -435,8 +473,23 @@ impl Config {
                 return Err(invalid(key("name"), "must not be empty"));
             }
             parse_cidr(&key("address"), &c.address)?;
-            if c.secret.is_empty() {
-                return Err(invalid(key("secret"), "must not be empty"));
+            match (&c.secret, &c.secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        key("secret_file"),
+                        format!("set {} or {}, not both", key("secret"), key("secret_file")),
+                    ))
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        key("secret"),
+                        format!("set {} or {}", key("secret"), key("secret_file")),
+                    ))
+                }
+                (Some(s), None) if s.is_empty() => {
+                    return Err(invalid(key("secret"), "must not be empty"));
+                }
+                _ => {}
             }
         }
         self.diameter_listeners()?;
@@ -494,7 +547,9 @@ impl Config {
                 "the API listens on a non-loopback address and has no token: set api.token or api.token_file",
             ));
         }
+        secrets::check_tls_pair("api", &self.api.tls_cert, &self.api.tls_key)?;
         parse_addr("metrics.listen", &self.metrics.listen)?;
+        secrets::check_tls_pair("metrics", &self.metrics.tls_cert, &self.metrics.tls_key)?;
         parse_amount("billing.lock_fee", &self.billing.lock_fee)?;
         if self.billing.currency.len() != 3
             || !self
@@ -583,7 +638,8 @@ impl Config {
         Ok(out)
     }
 
-    /// The API token, read from `api.token` or `api.token_file`.
+    /// The API token, from `api.token` or `api.token_file` (read by [`Config::load`]; read
+    /// here if it was not).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming `api.token_file` when the file cannot be read.
@@ -591,20 +647,11 @@ impl Config {
         if let Some(t) = &self.api.token {
             return Ok(Some(t.clone()));
         }
+        if let Some(t) = &self.api.token_from_file {
+            return Ok(Some(t.clone()));
+        }
         match &self.api.token_file {
-            Some(path) => {
-                let t = std::fs::read_to_string(path).map_err(|e| {
-                    invalid(
-                        "api.token_file",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                let t = t.trim().to_owned();
-                if t.is_empty() {
-                    return Err(invalid("api.token_file", "the file is empty"));
-                }
-                Ok(Some(t))
-            }
+            Some(path) => secrets::read_secret("api.token_file", path).map(Some),
             None => Ok(None),
         }
     }

@@ -68,16 +68,23 @@ impl Clients {
     /// Builds the table from `[[radius.clients]]`.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming `radius.clients[i].address` when an address is not a CIDR
-    /// (the configuration loader already refuses that; this is the same check).
+    /// A [`ConfigError`] naming `radius.clients[i].address` when an address is not a CIDR, or
+    /// `radius.clients[i].secret` when a client has no secret (neither `secret` nor the content
+    /// of `secret_file`); the configuration loader already refuses both.
     pub fn from_config(clients: &[RadiusClientConfig]) -> Result<Self, ConfigError> {
         let mut by_prefix = Vec::with_capacity(clients.len());
         for (i, c) in clients.iter().enumerate() {
             let net = parse_cidr(&format!("radius.clients[{i}].address"), &c.address)?;
+            let secret = c.shared_secret().filter(|s| !s.is_empty()).ok_or_else(|| {
+                ConfigError::Invalid {
+                    key: format!("radius.clients[{i}].secret"),
+                    message: "no secret: set secret, or secret_file (read by Config::load)".into(),
+                }
+            })?;
             by_prefix.push(Arc::new(Client {
                 name: Arc::from(c.name.as_str()),
                 net: canonical_net(net),
-                secret: c.secret.as_bytes().into(),
+                secret: secret.as_bytes().into(),
                 require_message_authenticator: c.require_message_authenticator,
             }));
         }
@@ -122,8 +129,10 @@ mod tests {
         RadiusClientConfig {
             name: name.into(),
             address: address.into(),
-            secret: format!("secret-{name}"),
+            secret: Some(format!("secret-{name}")),
+            secret_file: None,
             require_message_authenticator: true,
+            secret_from_file: None,
         }
     }
 

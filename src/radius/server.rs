@@ -877,8 +877,10 @@ mod tests {
         cfg.radius.clients = vec![crate::config::RadiusClientConfig {
             name: "local".into(),
             address: "127.0.0.1/32".into(),
-            secret: "testing123".into(),
+            secret: Some("testing123".into()),
+            secret_file: None,
             require_message_authenticator: true,
+            secret_from_file: None,
         }];
         let service = RadiusService::bind(&cfg).await.unwrap();
         let (auth, _) = service.local_addrs().unwrap();
@@ -1034,8 +1036,10 @@ mod tests {
         let client = |name: &str, address: &str| crate::config::RadiusClientConfig {
             name: name.into(),
             address: address.into(),
-            secret: "s".into(),
+            secret: Some("s".into()),
+            secret_file: None,
             require_message_authenticator: true,
+            secret_from_file: None,
         };
         cfg.radius.clients = vec![client("a", "127.0.0.1/32")];
         let s = RadiusService::bind(&cfg).await.unwrap();

@@ -261,6 +261,28 @@ pub const FAMILIES: &[Family] = &[
         "Unix time of the newest backup under node.backup_dir (at start) or taken since (0: \
          none).",
     ),
+    // Secrets and TLS (src/config/secrets.rs, src/tls.rs).
+    family(
+        "imei_lockd_api_token_weak",
+        Gauge,
+        None,
+        "1 while the API runs with the shipped example token (change-me), or without a token on \
+         a non-loopback address; 0 otherwise. Set at start and on every reload.",
+    ),
+    family(
+        "imei_lockd_tls_reloads_total",
+        Counter,
+        COUNT,
+        "TLS certificate reloads on SIGHUP by listener (api, metrics) and result: ok, error (the \
+         files did not load; new connections keep the running certificate).",
+    ),
+    family(
+        "imei_lockd_tls_handshake_failures_total",
+        Counter,
+        COUNT,
+        "TLS handshakes that failed on an HTTPS listener, by listener (api, metrics) and reason: \
+         error (e.g. a plain-HTTP client), timeout, overload (too many handshakes at once).",
+    ),
     // Provisioning (src/provisioning/).
     family(
         "imei_lockd_provisioning_requests_total",
