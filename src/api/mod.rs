@@ -17,6 +17,7 @@
 //! a contract with operators' scripts: add, never rename.
 
 mod billing;
+mod billing_csv;
 mod cluster;
 mod error;
 mod events;
