@@ -1,18 +1,224 @@
-//! A webhook receiver for alert tests: a tiny HTTP/1.1 server on loopback that counts the POSTs
-//! to `/alerts` and keeps their bodies (one request per connection, as reqwest sends them with
-//! `Connection: close` answers).
+//! A webhook receiver for alert tests: a tiny HTTP/1.1 server on loopback, plain or HTTPS (a
+//! test CA and a `localhost` certificate made with the `openssl` CLI at test time, served with
+//! rustls), that counts the POSTs to `/alerts` and keeps their headers and bodies (one request
+//! per connection: it answers with `Connection: close`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A tiny HTTP server counting POSTs to /alerts (answers 204, or 503 to the first `fail_first`).
+/// One POST to /alerts as received.
+#[derive(Clone, Debug)]
+#[allow(dead_code)] // not every test binary that includes this module reads every field
+pub struct Posted {
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[allow(dead_code)]
+impl Posted {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A tiny HTTP server counting POSTs to /alerts (answers 204, or `fail_status` to the first
+/// `fail_first`).
 pub struct Receiver {
     pub port: u16,
     pub posts: Arc<AtomicUsize>,
     pub bodies: Arc<parking_lot::Mutex<Vec<String>>>,
+    pub requests: Arc<parking_lot::Mutex<Vec<Posted>>>,
+}
+
+/// A test CA and a server certificate for `localhost` / 127.0.0.1 signed by it (PEM files).
+#[allow(dead_code)]
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: PathBuf,
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+}
+
+#[allow(dead_code)]
+impl TestPki {
+    /// Generates the CA and the certificate with the `openssl` CLI (scripts/setup.sh installs it).
+    pub fn generate() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let ok = |args: &[&str], cwd: &Path| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(cwd)
+                .output()
+                .expect("openssl (scripts/setup.sh installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let d = dir.path();
+        ok(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=imei-lockd test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            d,
+        );
+        ok(
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+            d,
+        );
+        std::fs::write(
+            p("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        ok(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "srv.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "srv.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+            d,
+        );
+        Self {
+            ca_pem: p("ca.pem"),
+            cert_pem: p("srv.pem"),
+            key_pem: p("srv.key"),
+            dir,
+        }
+    }
+
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert_pem)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&self.key_pem).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        )
+    }
+}
+
+struct Shared {
+    posts: Arc<AtomicUsize>,
+    bodies: Arc<parking_lot::Mutex<Vec<String>>>,
+    requests: Arc<parking_lot::Mutex<Vec<Posted>>>,
+    fail_first: usize,
+    fail_status: &'static str,
+}
+
+impl Shared {
+    /// Reads one request from `conn` and answers it.
+    fn serve(&self, conn: &mut (impl Read + Write)) {
+        let mut r = BufReader::new(&mut *conn);
+        let mut line = String::new();
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        let mut len = 0usize;
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                let n = n.trim().to_ascii_lowercase();
+                if n == "content-length" {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                headers.push((n, v.trim().to_string()));
+            }
+        }
+        let mut body = vec![0u8; len];
+        let _ = r.read_exact(&mut body);
+        drop(r);
+        let mut answer =
+            "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string();
+        if line.starts_with("POST /alerts") {
+            let n = self.posts.fetch_add(1, Ordering::SeqCst);
+            self.bodies
+                .lock()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            self.requests.lock().push(Posted { headers, body });
+            if n < self.fail_first {
+                answer = format!(
+                    "HTTP/1.1 {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    self.fail_status
+                );
+            }
+        }
+        let _ = conn.write_all(answer.as_bytes());
+        let _ = conn.flush();
+    }
 }
 
 impl Receiver {
@@ -22,58 +228,74 @@ impl Receiver {
 
     /// Answers the first `fail_first` POSTs with 503 Service Unavailable, later ones with 204.
     pub fn start_failing(fail_first: usize) -> Self {
-        Self::listen(TcpListener::bind("127.0.0.1:0").unwrap(), fail_first)
+        Self::listen(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            fail_first,
+            "503 Service Unavailable",
+            None,
+        )
     }
 
     /// On a port chosen beforehand (a webhook configured while it was still down).
     #[allow(dead_code)] // not every test binary that includes this module uses it
     pub fn start_on(port: u16) -> Self {
-        Self::listen(TcpListener::bind(("127.0.0.1", port)).unwrap(), 0)
+        Self::listen(
+            TcpListener::bind(("127.0.0.1", port)).unwrap(),
+            0,
+            "503 Service Unavailable",
+            None,
+        )
     }
 
-    fn listen(l: TcpListener, fail_first: usize) -> Self {
+    /// HTTPS with `pki`'s certificate; answers the first `fail_first` POSTs with 500.
+    #[allow(dead_code)]
+    pub fn start_tls(pki: &TestPki, fail_first: usize) -> Self {
+        Self::listen(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            fail_first,
+            "500 Internal Server Error",
+            Some(pki.server_config()),
+        )
+    }
+
+    fn listen(
+        l: TcpListener,
+        fail_first: usize,
+        fail_status: &'static str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let port = l.local_addr().unwrap().port();
-        let posts = Arc::new(AtomicUsize::new(0));
-        let bodies = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let (p, b) = (posts.clone(), bodies.clone());
+        let shared = Arc::new(Shared {
+            posts: Arc::new(AtomicUsize::new(0)),
+            bodies: Arc::new(parking_lot::Mutex::new(Vec::new())),
+            requests: Arc::new(parking_lot::Mutex::new(Vec::new())),
+            fail_first,
+            fail_status,
+        });
+        let s = shared.clone();
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let mut r = BufReader::new(conn.try_clone().unwrap());
-                // One request per connection is enough for this test.
-                let mut line = String::new();
-                if r.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let mut len = 0usize;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                match &tls {
+                    None => s.serve(&mut conn),
+                    Some(cfg) => {
+                        let Ok(server) = rustls::ServerConnection::new(cfg.clone()) else {
+                            continue;
+                        };
+                        let mut stream = rustls::StreamOwned::new(server, conn);
+                        s.serve(&mut stream);
+                        stream.conn.send_close_notify();
+                        let _ = stream.flush();
                     }
                 }
-                let mut body = vec![0u8; len];
-                let _ = r.read_exact(&mut body);
-                let mut answer: &[u8] =
-                    b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-                if line.starts_with("POST /alerts") {
-                    let n = p.fetch_add(1, Ordering::SeqCst);
-                    b.lock().push(String::from_utf8_lossy(&body).into_owned());
-                    if n < fail_first {
-                        answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\
-                                   Connection: close\r\n\r\n";
-                    }
-                }
-                let _ = conn.write_all(answer);
             }
         });
         Self {
             port,
-            posts,
-            bodies,
+            posts: shared.posts.clone(),
+            bodies: shared.bodies.clone(),
+            requests: shared.requests.clone(),
         }
     }
 

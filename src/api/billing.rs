@@ -2,6 +2,7 @@
 //! (`?format=csv`, or `Accept: text/csv`).
 //!
 //! Read-only: charges are recorded by provisioning when a SIM's effective value becomes `lock`.
+//! The CSV is streamed page by page ([`super::billing_csv`]); the JSON is built in memory.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
@@ -11,6 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::billing_csv;
 use super::error::{ApiError, ApiResult};
 use super::input::{rfc3339, Query};
 use super::{store, Shared};
@@ -26,9 +28,6 @@ pub(super) fn routes() -> Router<Shared> {
 struct FormatQuery {
     format: Option<String>,
 }
-
-/// The CSV columns, in order.
-const CSV_HEADER: &str = "imsi,month,amount,currency,first_lock_at,imei_management,label";
 
 async fn get_billing(
     State(st): State<Shared>,
@@ -56,23 +55,17 @@ async fn get_billing(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/csv")),
     };
+    if csv_wanted {
+        // Streamed page by page (see billing_csv); a store error before the first page is
+        // still a 500 with a problem body.
+        store(&st)
+            .charges_page(&month, None, 1)
+            .map_err(ApiError::internal)?;
+        let body = billing_csv::stream(st.reads.clone(), month);
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response());
+    }
     let charges = store(&st).charges(&month).map_err(ApiError::internal)?;
     let label = ImeiManagement::Lock.label();
-    if csv_wanted {
-        let mut out = format!("{CSV_HEADER}\n");
-        for c in &charges {
-            out.push_str(&format!(
-                "{},{},{},{},{},lock,\"{}\"\n",
-                c.imsi,
-                c.month,
-                c.amount,
-                c.currency,
-                rfc3339(c.first_lock_at),
-                label
-            ));
-        }
-        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response());
-    }
     let rows: Vec<_> = charges
         .iter()
         .map(|c| {

@@ -18,6 +18,7 @@
 
 mod backups;
 mod billing;
+mod billing_csv;
 mod cluster;
 mod error;
 mod events;

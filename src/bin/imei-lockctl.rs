@@ -334,30 +334,28 @@ impl Api {
     }
 }
 
-/// Prints `rows` as a table under `columns` (name, JSON field), `-` for null.
+/// Prints `rows` as a table under `columns` (name, JSON field), `-` for null: no borders,
+/// columns left-aligned and two spaces apart, no trailing blanks (scripts split on whitespace;
+/// `--json` is the stable form).
 fn print_table(rows: &[Value], columns: &[(&str, &str)]) {
     let cell = |row: &Value, field: &str| match row.get(field) {
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) => "-".to_owned(),
         Some(other) => other.to_string(),
     };
-    let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.len()).collect();
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(columns.iter().map(|(h, _)| *h));
     for row in rows {
-        for (w, (_, f)) in widths.iter_mut().zip(columns) {
-            *w = (*w).max(cell(row, f).len());
-        }
+        t.add_row(columns.iter().map(|(_, f)| cell(row, f)));
     }
-    let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:w$}"))
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(columns.iter().map(|(h, _)| (*h).to_owned()).collect());
-    for row in rows {
-        line(columns.iter().map(|(_, f)| cell(row, f)).collect());
+    let last = columns.len().saturating_sub(1);
+    for (i, col) in t.column_iter_mut().enumerate() {
+        col.set_padding((0, if i == last { 0 } else { 2 }));
+    }
+    for line in t.lines() {
+        println!("{}", line.trim_end());
     }
 }
 
@@ -560,7 +558,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Events { imsi, limit } => {
             let v = api.json(api.req(M::GET, &format!("/v1/sims/{imsi}/events?limit={limit}")))?;
-            print_value(&v, j);
+            match v.as_array() {
+                Some(items) if !j => print_table(
+                    items,
+                    &[
+                        ("AT", "at"),
+                        ("EVENT", "event"),
+                        ("INTERFACE", "interface"),
+                        ("PEER", "peer"),
+                        ("IMEI", "imei"),
+                        ("BOUND IMEI", "bound_imei"),
+                        ("DETAIL", "detail"),
+                    ],
+                ),
+                _ => print_value(&v, j),
+            }
         }
         Command::Cluster(c) => cluster::run(&api, c, j)?,
         Command::Backup(c) => backup::run(&api, c, j)?,
@@ -572,7 +584,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 print!("{body}");
             } else {
                 let v = api.json(api.req(M::GET, &format!("/v1/billing/{month}")))?;
-                print_value(&v, j);
+                match v.as_array() {
+                    Some(items) if !j => print_table(
+                        items,
+                        &[
+                            ("IMSI", "imsi"),
+                            ("MONTH", "month"),
+                            ("AMOUNT", "amount"),
+                            ("CURRENCY", "currency"),
+                            ("FIRST LOCK AT", "first_lock_at"),
+                            ("VALUE", "imei_management"),
+                            ("LABEL", "label"),
+                        ],
+                    ),
+                    _ => print_value(&v, j),
+                }
             }
         }
     }

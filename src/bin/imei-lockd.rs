@@ -182,11 +182,15 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         )
         .map_err(|e| format!("cannot read provisioning state: {e}"))?,
     );
-    let alerts = AlertDelivery::new(
-        store.clone(),
-        clock.clone(),
-        cfg.alerts.webhooks.iter().map(Webhook::from).collect(),
-    );
+    let webhooks = cfg
+        .alerts
+        .webhooks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Webhook::new(i, c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot set up alert webhooks: {e}"))?;
+    let alerts = AlertDelivery::new(store.clone(), clock.clone(), webhooks);
     // Events are kept `cluster.event_retention_days` in cluster mode (etcd holds them for every
     // node); the embedded store keeps them, as it always has.
     let retention = (cfg.cluster.backend == ClusterBackend::Etcd).then(|| {

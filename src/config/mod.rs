@@ -340,6 +340,43 @@ pub struct WebhookConfig {
     pub events: Vec<String>,
     #[serde(default = "default_min_interval")]
     pub min_interval_s: u64,
+    /// Name in metrics and logs (`webhook` label); default: the URL without user info and query.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// HMAC-SHA256 key: when set, every POST carries `X-Signature-256: sha256=<hex>`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// PEM file of CA certificates trusted for this `https://` webhook, besides the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Whole-request timeout (connect, TLS, send, answer), milliseconds.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Deliveries to this webhook in flight at once.
+    #[serde(default = "default_webhook_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Consecutive failed deliveries that open the webhook's circuit.
+    #[serde(default = "default_circuit_failures")]
+    pub circuit_failures: u32,
+    /// How long an open circuit sends nothing before one probe, seconds.
+    #[serde(default = "default_circuit_cooldown_s")]
+    pub circuit_cooldown_s: u64,
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_webhook_max_in_flight() -> usize {
+    4
+}
+
+fn default_circuit_failures() -> u32 {
+    5
+}
+
+fn default_circuit_cooldown_s() -> u64 {
+    30
 }
 
 fn default_alert_events() -> Vec<String> {
@@ -567,15 +604,31 @@ impl Config {
             ));
         }
         for (i, w) in self.alerts.webhooks.iter().enumerate() {
-            if !w.url.starts_with("http://") {
+            if !w.url.starts_with("http://") && !w.url.starts_with("https://") {
                 return Err(invalid(
                     format!("alerts.webhooks[{i}].url"),
-                    format!("{:?} must be an http:// URL", w.url),
+                    format!("{:?} must be an http:// or https:// URL", w.url),
                 ));
             }
             for e in &w.events {
                 e.parse::<EventKind>()
                     .map_err(|m| invalid(format!("alerts.webhooks[{i}].events"), m))?;
+            }
+            crate::alerts::validate_webhook(w)
+                .map_err(|(key, m)| invalid(format!("alerts.webhooks[{i}].{key}"), m))?;
+        }
+        let names: Vec<String> = self
+            .alerts
+            .webhooks
+            .iter()
+            .map(crate::alerts::webhook_name)
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            if names.iter().take(i).any(|m| m == n) {
+                return Err(invalid(
+                    format!("alerts.webhooks[{i}].name"),
+                    format!("{n:?} is already the name of another webhook: set a distinct name"),
+                ));
             }
         }
         self.cluster.validate()?;

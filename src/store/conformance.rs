@@ -379,6 +379,23 @@ fn charges_by_month(store: &dyn Store) {
         .map(|c| c.imsi)
         .collect();
     assert_eq!(nov, vec![imsi(4), imsi(9)]);
+    // Pages: one charge at a time, each after the last, none past the month.
+    let page = |after: Option<Imsi>, limit| -> Vec<Imsi> {
+        store
+            .charges_page("2026-11", after.as_ref(), limit)
+            .expect("charges page")
+            .iter()
+            .map(|c| c.imsi)
+            .collect()
+    };
+    assert_eq!(page(None, 1), vec![imsi(4)]);
+    assert_eq!(page(Some(imsi(4)), 1), vec![imsi(9)]);
+    assert_eq!(page(Some(imsi(9)), 1), Vec::<Imsi>::new());
+    assert_eq!(page(None, 10), nov);
+    assert!(store
+        .charges_page("2026-10", None, 10)
+        .expect("charges page")
+        .is_empty());
     assert!(store.charge("2026-12", &imsi(4)).expect("charge").is_some());
     assert!(store.charge("2026-12", &imsi(9)).expect("charge").is_none());
 }

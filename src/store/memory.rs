@@ -282,6 +282,20 @@ impl LocalRead for MemStore {
         Ok(v)
     }
 
+    fn charges_page(
+        &self,
+        month: &str,
+        after: Option<&Imsi>,
+        limit: usize,
+    ) -> Result<Vec<Charge>, StoreError> {
+        let mut v = self.charges(month)?;
+        if let Some(a) = after {
+            v.retain(|c| c.imsi.as_bytes() > a.as_bytes());
+        }
+        v.truncate(limit);
+        Ok(v)
+    }
+
     fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError> {
         Ok(self
             .state

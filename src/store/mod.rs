@@ -219,6 +219,14 @@ pub trait LocalRead: Send + Sync + 'static {
     fn last_request_seq(&self) -> u64;
     /// Charges of a month, in IMSI order.
     fn charges(&self, month: &str) -> Result<Vec<Charge>, StoreError>;
+    /// At most `limit` charges of a month in IMSI order (bytes), starting after `after`: the
+    /// pages of the billing export, which never holds a whole month in memory.
+    fn charges_page(
+        &self,
+        month: &str,
+        after: Option<&Imsi>,
+        limit: usize,
+    ) -> Result<Vec<Charge>, StoreError>;
     fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError>;
     /// Alerts waiting for delivery, oldest first.
     fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError>;
@@ -323,6 +331,14 @@ macro_rules! forward_local_read_but_sim {
             imsi: &$crate::context::Imsi,
         ) -> Result<Option<$crate::store::Charge>, $crate::store::StoreError> {
             self.$field.charge(month, imsi)
+        }
+        fn charges_page(
+            &self,
+            month: &str,
+            after: Option<&$crate::context::Imsi>,
+            limit: usize,
+        ) -> Result<Vec<$crate::store::Charge>, $crate::store::StoreError> {
+            self.$field.charges_page(month, after, limit)
         }
         fn outbox(
             &self,

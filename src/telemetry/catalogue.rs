@@ -318,8 +318,23 @@ pub const FAMILIES: &[Family] = &[
         "imei_lockd_alert_outbox_depth",
         Gauge,
         COUNT,
-        "Alerts in the durable outbox waiting for delivery (read up to 256 per pass, so at most \
-         256).",
+        "Alerts in the durable outbox waiting for delivery (read up to 1024 per pass, so at most \
+         1024).",
+    ),
+    family(
+        "imei_lockd_alert_deliveries_total",
+        Counter,
+        COUNT,
+        "Alert POSTs per webhook (label webhook: its name) by outcome: delivered (2xx), \
+         http_error (another status), timeout (timeout_ms passed), connect_error (no TCP or TLS \
+         connection), transport_error (the exchange broke).",
+    ),
+    family(
+        "imei_lockd_alert_circuit_state",
+        Gauge,
+        None,
+        "Circuit of each webhook: 0 closed (delivering), 1 half-open (one probe out), 2 open \
+         (nothing sent until circuit_cooldown_s has passed).",
     ),
     // Daemon (src/bin/imei-lockd.rs).
     family(

@@ -388,6 +388,14 @@ impl LocalRead for EtcdStore {
     fn charges(&self, month: &str) -> Result<Vec<Charge>, StoreError> {
         self.shared.cache.charges(month)
     }
+    fn charges_page(
+        &self,
+        month: &str,
+        after: Option<&Imsi>,
+        limit: usize,
+    ) -> Result<Vec<Charge>, StoreError> {
+        self.shared.cache.charges_page(month, after, limit)
+    }
     fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError> {
         self.shared.cache.charge(month, imsi)
     }

@@ -222,6 +222,30 @@ impl LocalRead for RocksStore {
             .collect())
     }
 
+    fn charges_page(
+        &self,
+        month: &str,
+        after: Option<&Imsi>,
+        limit: usize,
+    ) -> Result<Vec<Charge>, StoreError> {
+        let prefix = keys::charge_prefix(month);
+        let start = match after {
+            // The first key after `after`'s: its key with a 0 byte appended.
+            Some(imsi) => {
+                let mut k = keys::charge(month, imsi);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        Ok(self
+            .inner
+            .prefix_scan::<Charge>(CF_BILLING, &prefix, &start, limit)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+
     fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError> {
         let cf = self.inner.cf(CF_BILLING)?;
         let key = keys::charge(month, imsi);
