@@ -12,6 +12,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod cli_docs;
 pub mod config;
 pub mod context;
 pub mod diameter;

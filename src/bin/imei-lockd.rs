@@ -86,14 +86,35 @@ enum Command {
     ///
     /// Loads the file with its environment overrides and checks every value, without opening
     /// the store or binding any port. Exit code 0 if valid, 2 with a message naming the key at
-    /// fault if not. Used by the systemd unit's ExecStartPre.
+    /// fault if not (the daemon itself checks the same at start and exits 2 too).
     CheckConfig,
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: imei_lockd::cli_docs::Shell,
+    },
+    /// Write the man pages (section 8) into DIR and list them.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(exit) = docs(&cli) {
+        return exit;
+    }
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
+        Err(e) => {
+            eprintln!("imei-lockd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // The token file is part of the configuration: unreadable (e.g. not readable by the unit's
+    // user) is a configuration error, found by check-config too, not a restart loop.
+    let token = match cfg.api_token() {
+        Ok(t) => t,
         Err(e) => {
             eprintln!("imei-lockd: {e}");
             return ExitCode::from(EXIT_CONFIG);
@@ -107,7 +128,7 @@ fn main() -> ExitCode {
         eprintln!("imei-lockd: invalid value for key `log.level`: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    match run(cfg, &cli.config) {
+    match run(cfg, token, &cli.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "imei-lockd stopped");
@@ -116,7 +137,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: Config, path: &Path) -> Result<(), String> {
+/// The hidden `completions` and `manpages` subcommands (used by scripts/package-deb.sh and
+/// scripts/install.sh): their exit, or `None` for every other command.
+fn docs(cli: &Cli) -> Option<ExitCode> {
+    use clap::CommandFactory;
+    use imei_lockd::cli_docs;
+    let done = match &cli.command {
+        Some(Command::Completions { shell }) => {
+            cli_docs::write_completion(Cli::command(), *shell, &mut std::io::stdout())
+        }
+        Some(Command::Manpages { dir }) => {
+            cli_docs::write_man_pages(Cli::command(), "8", dir).map(|pages| {
+                for p in pages {
+                    println!("{}", p.display());
+                }
+            })
+        }
+        _ => return None,
+    };
+    Some(match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imei-lockd: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    })
+}
+
+fn run(cfg: Config, token: Option<String>, path: &Path) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("imei-lockd")
@@ -127,7 +175,6 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         let _runtime = rt.enter();
         Signals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?
     };
-    let token = cfg.api_token().map_err(|e| e.to_string())?;
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_S)
         .map_err(|e| format!("cannot configure metrics buckets: {e}"))?
