@@ -487,8 +487,9 @@ fn install_sh_stages_binaries_unit_and_keeps_the_config() {
     );
 }
 
-/// `cargo deb` metadata: every asset exists (or is a binary of this package), and the
-/// configuration is a conffile.
+/// `cargo deb` metadata: every asset exists (or is a binary of this package, or one of the
+/// completions and man pages scripts/package-deb.sh generates into target/assets/), the
+/// configuration is a conffile, and the unit comes from systemd/ with maintainer scripts.
 #[test]
 fn deb_metadata_assets_exist() {
     let out = Command::new(env!("CARGO"))
@@ -517,12 +518,20 @@ fn deb_metadata_assets_exist() {
         .filter(|t| t["kind"][0] == "bin")
         .map(|t| t["name"].as_str().unwrap())
         .collect();
+    let package_deb = std::fs::read_to_string(repo_root().join("scripts/package-deb.sh")).unwrap();
     let mut dests = Vec::new();
     for a in deb["assets"].as_array().unwrap() {
         let (src, dest) = (a[0].as_str().unwrap(), a[1].as_str().unwrap());
-        match src.strip_prefix("target/release/") {
-            Some(b) => assert!(bins.contains(&b), "{src} is not a binary: {bins:?}"),
-            None => assert!(repo_root().join(src).is_file(), "{src} missing"),
+        if let Some(b) = src.strip_prefix("target/release/") {
+            assert!(bins.contains(&b), "{src} is not a binary: {bins:?}");
+        } else if let Some(generated) = src.strip_prefix("target/assets/") {
+            let dir = generated.trim_end_matches("/*");
+            assert!(
+                package_deb.contains(&format!("/{dir}")),
+                "{src}: not generated"
+            );
+        } else {
+            assert!(repo_root().join(src).is_file(), "{src} missing");
         }
         let name = src.rsplit('/').next().unwrap();
         dests.push(format!("/{dest}{name}"));
@@ -530,8 +539,8 @@ fn deb_metadata_assets_exist() {
     for want in [
         "/usr/bin/imei-lockd",
         "/usr/bin/imei-lockctl",
-        "/lib/systemd/system/imei-lockd.service",
         "/etc/imei-lockd/imei-lockd.toml",
+        "/usr/lib/sysctl.d/60-imei-lockd.conf",
     ] {
         assert!(dests.iter().any(|d| d == want), "{want}: {dests:?}");
     }
@@ -539,6 +548,19 @@ fn deb_metadata_assets_exist() {
         deb["conf-files"],
         serde_json::json!(["/etc/imei-lockd/imei-lockd.toml"])
     );
+    // The unit is an asset of the systemd-units table (cargo-deb adds it and the maintainer
+    // scripts' systemd parts), read from unit-scripts.
+    let units = &deb["systemd-units"];
+    let unit_dir = units["unit-scripts"].as_str().unwrap();
+    assert!(repo_root()
+        .join(unit_dir)
+        .join("imei-lockd.service")
+        .is_file());
+    let scripts = deb["maintainer-scripts"].as_str().unwrap();
+    for s in ["postinst", "postrm"] {
+        let text = std::fs::read_to_string(repo_root().join(scripts).join(s)).unwrap();
+        assert!(text.contains("#DEBHELPER#"), "{s}");
+    }
 }
 
 #[test]

@@ -18,6 +18,9 @@ APT_TEST=(freeradius-utils freediameterd freediameter-extensions openssl systemd
 PIP_TEST=(python-diameter==0.9.0 schemathesis==4.32.5)
 # integration-tests/secrets.rs: curl --cacert against the HTTPS API (openssl makes its test CA).
 APT_TEST+=(curl)
+# Packaging test (integration-tests/packaging.rs): mmdebstrap makes the clean Debian root the
+# .deb and scripts/install.sh are installed into.
+APT_TEST+=(mmdebstrap)
 
 want=("${APT_BUILD[@]}")
 if [[ "${1:-}" == "--test" ]]; then
@@ -59,3 +62,10 @@ if [[ "${1:-}" == "--test" ]] && ((${#PIP_TEST[@]})); then
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+
+# Packaging: cargo-deb builds the .deb (scripts/package-deb.sh, and its test).
+CARGO_DEB_VERSION=3.8.0
+if [[ "${1:-}" == "--test" ]] && ! cargo deb --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
+fi

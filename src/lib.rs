@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod api;
 pub mod backup;
+pub mod cli_docs;
 pub mod config;
 pub mod context;
 pub mod diameter;

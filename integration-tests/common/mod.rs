@@ -7,6 +7,7 @@
 pub mod availability;
 pub mod checker;
 pub mod cluster;
+pub mod debroot;
 pub mod diameter;
 pub mod etcd;
 pub mod faults;

@@ -93,6 +93,15 @@ enum Command {
     Backup(backup::BackupCommand),
     /// Every SIM with its state, as CSV (importable as is) or NDJSON, page by page.
     Export(export::ExportArgs),
+    /// Print the shell completion script for SHELL, e.g.
+    /// `imei-lockctl completions bash > /etc/bash_completion.d/imei-lockctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: imei_lockd::cli_docs::Shell,
+    },
+    /// Write the man pages (section 1) into DIR and list them.
+    #[command(hide = true)]
+    Manpages { dir: std::path::PathBuf },
 }
 
 #[derive(Args, Debug)]
@@ -599,6 +608,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     ),
                     _ => print_value(&v, j),
                 }
+            }
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            imei_lockd::cli_docs::write_completion(Cli::command(), shell, &mut std::io::stdout())
+                .map_err(|e| Failure(1, e.to_string()))?;
+        }
+        Command::Manpages { dir } => {
+            use clap::CommandFactory;
+            let pages = imei_lockd::cli_docs::write_man_pages(Cli::command(), "1", &dir)
+                .map_err(|e| Failure(1, e.to_string()))?;
+            for p in pages {
+                println!("{}", p.display());
             }
         }
     }

@@ -94,7 +94,7 @@ enum Command {
     ///
     /// Loads the file with its environment overrides and checks every value, without opening
     /// the store or binding any port. Exit code 0 if valid, 2 with a message naming the key at
-    /// fault if not. Used by the systemd unit's ExecStartPre.
+    /// fault if not (the daemon itself checks the same at start and exits 2 too).
     CheckConfig,
     /// Restore a backup (POST /v1/backups) into node.data_dir, imei-lockd stopped.
     ///
@@ -107,10 +107,22 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: imei_lockd::cli_docs::Shell,
+    },
+    /// Write the man pages (section 8) into DIR and list them.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(exit) = docs(&cli) {
+        return exit;
+    }
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -118,6 +130,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // The token file is part of the configuration: unreadable (e.g. not readable by the unit's
+    // user) is a configuration error, found by check-config too, not a restart loop.
+    if let Err(e) = cfg.api_token() {
+        eprintln!("imei-lockd: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if let Some(Command::CheckConfig) = cli.command {
         println!("{}: configuration is valid", cli.config.display());
         return ExitCode::SUCCESS;
@@ -136,6 +154,33 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// The hidden `completions` and `manpages` subcommands (used by scripts/package-deb.sh and
+/// scripts/install.sh): their exit, or `None` for every other command.
+fn docs(cli: &Cli) -> Option<ExitCode> {
+    use clap::CommandFactory;
+    use imei_lockd::cli_docs;
+    let done = match &cli.command {
+        Some(Command::Completions { shell }) => {
+            cli_docs::write_completion(Cli::command(), *shell, &mut std::io::stdout())
+        }
+        Some(Command::Manpages { dir }) => {
+            cli_docs::write_man_pages(Cli::command(), "8", dir).map(|pages| {
+                for p in pages {
+                    println!("{}", p.display());
+                }
+            })
+        }
+        _ => return None,
+    };
+    Some(match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imei-lockd: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    })
 }
 
 fn run(cfg: Config, path: &Path) -> Result<(), String> {

@@ -31,6 +31,15 @@ pub use cluster::{default_node_name, ClusterBackend, ClusterConfig, EtcdConfig};
 pub enum ConfigError {
     #[error("configuration file {0}: not found")]
     NotFound(PathBuf),
+    /// The file (or a directory above it) exists but this process may not read it.
+    #[error(
+        "configuration file {path}: cannot read it: {source} (the daemon's user needs read \
+         access; the package installs it root:imei-lockd 0640 for the unit's User=imei-lockd)"
+    )]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Load(String),
     #[error("invalid value for key `{key}`: {message}")]
@@ -452,8 +461,26 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the key (or the file) at fault.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        if !path.is_file() {
-            return Err(ConfigError::NotFound(path.to_path_buf()));
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(ConfigError::NotFound(path.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotFound(path.to_path_buf()))
+            }
+            Err(source) => {
+                return Err(ConfigError::Unreadable {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+        // Opened once here so that a permission problem names the file (the config crate's
+        // error would not).
+        if let Err(source) = std::fs::File::open(path) {
+            return Err(ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            });
         }
         let built = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))

@@ -72,6 +72,7 @@ pub mod dedup;
 pub mod encode;
 pub mod mapping;
 pub mod mmsg;
+pub mod recv_buffer;
 pub mod request;
 pub mod vsa;
 

@@ -2,26 +2,26 @@
 //!
 //! # Shape
 //! One UDP socket per port (auth, accounting), each with a large receive buffer
-//! (`radius.recv_buffer_bytes`, `SO_RCVBUFFORCE` when the process may, else `SO_RCVBUF`
-//! within `net.core.rmem_max`) and `radius.workers` receive tasks sharing it. A receive task
-//! takes what is queued in batches ([`RecvBatch`]: one `recvmmsg` for up to 32 datagrams) and
-//! does only the cheap, bounded work of the calling contract in [`crate::radius`]: client lookup,
-//! [`Request::decode`] (framing and HMAC-MD5), the duplicate cache, and the answers that need no
-//! engine (Status-Server, "No IMSI", Accounting-On/Off). A decision the engine can make from
-//! memory (a match or an update of a SIM held in memory: nearly all of them once SIMs are
-//! bound) runs on the receive task itself, see [`Engine::decide_in_memory`]: about a
-//! microsecond, no I/O. Every other request (a bind, an event to record, a SIM not in memory)
-//! is handed to tokio's blocking pool ([`tokio::task::spawn_blocking`]): [`Engine::decide`] is
-//! synchronous, reads the disk or waits for an fsync, and must not stall the reactor or the
-//! receive loop. So a store that falls behind holds up only this bounded path. Work in flight
-//! on it is bounded per port ([`MAX_IN_FLIGHT`] permits). When all are taken, the
-//! receive task waits up to [`OVERLOAD_WAIT`] for one (a short burst then queues in the socket's
-//! receive buffer, which is what the buffer is for); if none frees up, the task *sheds*: it drops
-//! every request that finds no free permit at once, counted as `overload` (the client
-//! retransmits), until a permit is free again. A persistently slow engine thus costs one wait,
-//! not one wait per packet. After each batch the task spends one unit of tokio's cooperative
-//! budget per datagram ([`tokio::task::consume_budget`]): readiness waits and `try_io` spend
-//! none, so without it a socket that never empties would keep a worker thread for ever.
+//! (`radius.recv_buffer_bytes`, see [`crate::radius::recv_buffer`]) and `radius.workers` receive
+//! tasks sharing it. A receive task takes what is queued in batches ([`RecvBatch`]: one `recvmmsg`
+//! for up to 32 datagrams) and does only the cheap, bounded work of the calling contract in
+//! [`crate::radius`]: client lookup, [`Request::decode`] (framing and HMAC-MD5), the duplicate
+//! cache, and the answers that need no engine (Status-Server, "No IMSI", Accounting-On/Off). A
+//! decision the engine can make from memory (a match or an update of a SIM held in memory: nearly
+//! all of them once SIMs are bound) runs on the receive task itself, see
+//! [`Engine::decide_in_memory`]: about a microsecond, no I/O. Every other request (a bind, an event
+//! to record, a SIM not in memory) is handed to tokio's blocking pool
+//! ([`tokio::task::spawn_blocking`]): [`Engine::decide`] is synchronous, reads the disk or waits
+//! for an fsync, and must not stall the reactor or the receive loop. So a store that falls behind
+//! holds up only this bounded path. Work in flight on it is bounded per port ([`MAX_IN_FLIGHT`]
+//! permits). When all are taken, the receive task waits up to [`OVERLOAD_WAIT`] for one (a short
+//! burst then queues in the socket's receive buffer, which is what the buffer is for); if none
+//! frees up, the task *sheds*: it drops every request that finds no free permit at once, counted as
+//! `overload` (the client retransmits), until a permit is free again. A persistently slow engine
+//! thus costs one wait, not one wait per packet. After each batch the task spends one unit of
+//! tokio's cooperative budget per datagram ([`tokio::task::consume_budget`]): readiness waits and
+//! `try_io` spend none, so without it a socket that never empties would keep a worker thread for
+//! ever.
 //!
 //! # Why several tasks on one socket, not `SO_REUSEPORT`
 //! - The kernel spreads `SO_REUSEPORT` sockets by a hash of the 4-tuple. A GGSN/P-GW sends from
@@ -159,8 +159,18 @@ impl RadiusService {
     pub async fn bind(cfg: &Config) -> Result<Self, String> {
         let r = &cfg.radius;
         let clients = clients_from_config(cfg)?;
-        let auth = bind_udp("radius.auth_listen", &r.auth_listen, r.recv_buffer_bytes)?;
-        let acct = bind_udp("radius.acct_listen", &r.acct_listen, r.recv_buffer_bytes)?;
+        let auth = bind_udp(
+            "radius.auth_listen",
+            Port::Auth,
+            &r.auth_listen,
+            r.recv_buffer_bytes,
+        )?;
+        let acct = bind_udp(
+            "radius.acct_listen",
+            Port::Acct,
+            &r.acct_listen,
+            r.recv_buffer_bytes,
+        )?;
         for port in [Port::Auth, Port::Acct] {
             super::series::register(port);
         }
@@ -261,67 +271,18 @@ impl RadiusReloader {
 }
 
 /// Creates, tunes and binds one UDP socket; errors name `key`.
-fn bind_udp(key: &str, value: &str, recv_buffer: usize) -> Result<UdpSocket, String> {
+fn bind_udp(key: &str, port: Port, value: &str, recv_buffer: usize) -> Result<UdpSocket, String> {
     let addr = parse_addr(key, value).map_err(|e| e.to_string())?;
     let fail = |e: io::Error| format!("cannot listen on {key} {addr}: {e}");
     let sock =
         Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(fail)?;
-    set_recv_buffer(&sock, key, recv_buffer);
+    crate::radius::recv_buffer::apply(&sock, key, port.as_str(), recv_buffer);
     if let Err(e) = crate::radius::mmsg::enable_drop_count(&sock) {
         tracing::debug!(key, error = %e, "SO_RXQ_OVFL not available: kernel drops not counted");
     }
     sock.set_nonblocking(true).map_err(fail)?;
     sock.bind(&addr.into()).map_err(fail)?;
     UdpSocket::from_std(sock.into()).map_err(fail)
-}
-
-/// Sets the receive buffer: `SO_RCVBUFFORCE` first (works with CAP_NET_ADMIN, e.g. as root or
-/// with systemd's `AmbientCapabilities`), else `SO_RCVBUF` (capped by `net.core.rmem_max`).
-/// A smaller buffer than asked is logged, not fatal.
-fn set_recv_buffer(sock: &Socket, key: &str, bytes: usize) {
-    let forced = set_recv_buffer_force(sock, bytes);
-    if let Err(e) = &forced {
-        tracing::debug!(key, error = %e, "SO_RCVBUFFORCE refused; using SO_RCVBUF");
-        if let Err(e) = sock.set_recv_buffer_size(bytes) {
-            tracing::warn!(key, error = %e, bytes, "cannot set the socket receive buffer");
-        }
-    }
-    // Linux reports twice the value set (the kernel's bookkeeping overhead).
-    let reported = sock.recv_buffer_size().unwrap_or(0);
-    let got = if cfg!(any(target_os = "linux", target_os = "android")) {
-        reported / 2
-    } else {
-        reported
-    };
-    if got < bytes {
-        tracing::warn!(
-            key,
-            asked = bytes,
-            got,
-            "RADIUS receive buffer smaller than radius.recv_buffer_bytes; raise net.core.rmem_max \
-             or grant CAP_NET_ADMIN"
-        );
-    } else {
-        tracing::debug!(
-            key,
-            asked = bytes,
-            got,
-            forced = forced.is_ok(),
-            "receive buffer set"
-        );
-    }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn set_recv_buffer_force(sock: &Socket, bytes: usize) -> io::Result<()> {
-    let value = libc::c_int::try_from(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer size too large"))?;
-    crate::radius::mmsg::set_int_option(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, value)
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn set_recv_buffer_force(_sock: &Socket, _bytes: usize) -> io::Result<()> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// The duplicate cache of one port, sharded.

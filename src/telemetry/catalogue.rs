@@ -185,6 +185,13 @@ pub const FAMILIES: &[Family] = &[
         COUNT,
         "RADIUS retransmissions answered from the duplicate cache (RFC 5080), by port.",
     ),
+    family(
+        "imei_lockd_radius_recv_buffer_bytes",
+        Gauge,
+        BYTES,
+        "Kernel receive buffer granted to each RADIUS socket, by port; below \
+         radius.recv_buffer_bytes when net.core.rmem_max caps it (see the start-up warning).",
+    ),
     // Diameter (src/diameter/server/).
     family(
         "imei_lockd_diameter_peers",
