@@ -150,6 +150,19 @@ fn every_toml_block_passes_check_config() {
             }
             let file = dir.path().join(format!("snippet-{n}.toml"));
             std::fs::write(&file, &b.body).unwrap();
+            // A snippet may name secret files relative to the config (beside it): supply them.
+            for line in b.body.lines() {
+                let line = line.trim();
+                if let Some(rest) = line
+                    .strip_prefix("token_file")
+                    .or_else(|| line.strip_prefix("secret_file"))
+                {
+                    let name = rest.trim_start_matches([' ', '=']).trim_matches('"');
+                    if !name.is_empty() && !name.starts_with('/') {
+                        std::fs::write(dir.path().join(name), "documented-secret\n").unwrap();
+                    }
+                }
+            }
             let mut cmd = Command::new(bin("imei-lockd"));
             cmd.arg("check-config").arg("--config").arg(&file);
             // The snippet alone: no override from the environment of the test run.

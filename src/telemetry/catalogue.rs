@@ -61,8 +61,9 @@ pub const FAMILIES: &[Family] = &[
         "imei_lockd_etcd_unsent_retries_total",
         Counter,
         COUNT,
-        "Transactions sent again because the client could not connect to the member it picked \
-         (a member down or cut off): the request never left this node.",
+        "etcd requests (transactions, reads, watch opens, lease grants) sent again because the \
+         client could not connect to the member it picked (a member down or cut off): the \
+         request never left this node.",
     ),
     family(
         "imei_lockd_cache_rebuilds_total",
