@@ -134,7 +134,13 @@ mod tests {
             let text = String::from_utf8(completion(sample(), shell)).unwrap_or_default();
             assert!(text.contains("tool"), "{shell}: {text}");
             assert!(text.contains("sim"), "{shell}: {text}");
-            assert!(text.contains("--verbose"), "{shell}: {text}");
+            // bash and zsh spell the option `--verbose`; fish `-l verbose`.
+            let option = if shell == Shell::Fish {
+                "-l verbose"
+            } else {
+                "--verbose"
+            };
+            assert!(text.contains(option), "{shell}: {text}");
         }
     }
 

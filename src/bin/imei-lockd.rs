@@ -108,6 +108,7 @@ enum Command {
         from: PathBuf,
     },
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
     Completions {
         #[arg(value_enum)]
         shell: imei_lockd::cli_docs::Shell,
