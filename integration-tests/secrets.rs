@@ -40,18 +40,7 @@ impl Running {
 
     /// SIGTERM and wait for exit; the exit code.
     fn terminate(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        common::unsafe_kill(c.id() as i32, 15);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
+        common::terminate_child(self.child.take()?)
     }
 }
 

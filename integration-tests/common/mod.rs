@@ -330,19 +330,7 @@ impl Daemon {
 
     /// SIGTERM and wait for exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        let pid = c.id() as i32;
-        unsafe_kill(pid, 15);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
+        terminate_child(self.child.take()?)
     }
 
     pub fn api(&self) -> Api {
@@ -509,4 +497,19 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// SIGTERM `c`, wait up to 20 s for it to exit (then SIGKILL); its exit code, None if killed.
+pub fn terminate_child(mut c: std::process::Child) -> Option<i32> {
+    unsafe_kill(c.id() as i32, 15);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(s) = c.try_wait().unwrap() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    None
 }
