@@ -273,7 +273,13 @@ mod tests {
 
     fn store_with(dir: &Path, sims: u32) -> RocksStore {
         let store = RocksStore::open(dir, &opts()).unwrap();
-        for i in 0..sims {
+        add_sims(&store, 0..sims);
+        store
+    }
+
+    /// Writes one SIM per number of `numbers`.
+    fn add_sims(store: &RocksStore, numbers: std::ops::Range<u32>) {
+        for i in numbers {
             let mut b = Batch::new();
             b.put_sim(SimRecord::new(format!("00101{i:010}").parse().unwrap()));
             assert_eq!(
@@ -281,7 +287,6 @@ mod tests {
                 Commit::Committed
             );
         }
-        store
     }
 
     /// A backup restores over a data directory (moved aside, kept), and stays as it was.
@@ -319,14 +324,7 @@ mod tests {
     }
 
     fn store_with_more(store: RocksStore) -> RocksStore {
-        for i in 1000..1030u32 {
-            let mut b = Batch::new();
-            b.put_sim(SimRecord::new(format!("00101{i:010}").parse().unwrap()));
-            assert_eq!(
-                store.write(b, Durability::Buffered).unwrap(),
-                Commit::Committed
-            );
-        }
+        add_sims(&store, 1000..1030);
         store
     }
 
