@@ -16,9 +16,13 @@
 //! Retry schedules and circuits live in memory: after a restart (or a singleton move) an entry
 //! is next tried at the time its entry records, and circuits start closed.
 //!
-//! Limitation: each pass reads the oldest [`READ_AHEAD`] entries of the outbox. More alerts
-//! than that pending for a webhook whose circuit is open hold back newer alerts for the
-//! healthy webhooks until they are given up (a store cursor over the outbox would lift this).
+//! Each pass reads the oldest entries of the outbox: the *parked* ones at its head (entries
+//! that only webhooks whose circuit is not closed still want: nothing can go out for them
+//! before a probe succeeds) and [`READ_AHEAD`] more, so the alerts of healthy webhooks behind
+//! a dead webhook's backlog go out at once. The store has no read from a position of the
+//! outbox, so the parked head is read again each pass; it is counted up to [`MAX_PARKED`]
+//! entries. Beyond that a dead webhook's backlog holds back newer alerts for the others until
+//! its entries are given up (a store read after an outbox id would lift this).
 
 mod circuit;
 mod hook;
@@ -44,8 +48,11 @@ pub use hook::{validate_webhook, webhook_name, Webhook, WebhookError, OUTCOMES};
 pub const MAX_ATTEMPTS: u32 = 300;
 /// Longest pause between two attempts.
 const MAX_BACKOFF_MS: i64 = 300_000;
-/// Outbox entries read per pass (oldest first).
+/// Outbox entries read per pass (oldest first) past the parked head.
 pub const READ_AHEAD: usize = 1_024;
+/// Parked entries (wanted only by webhooks whose circuit is not closed) read past at most at
+/// the head of the outbox each pass.
+pub const MAX_PARKED: usize = 15 * READ_AHEAD;
 /// Time between two passes.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -94,6 +101,9 @@ pub struct AlertDelivery {
     entries: BTreeMap<u64, OutboxEntry>,
     flying: JoinSet<Outcome>,
     jitter: std::collections::hash_map::RandomState,
+    /// Parked entries at the head of the last read (see the module doc): the next read takes
+    /// that many more than [`READ_AHEAD`].
+    parked: usize,
 }
 
 impl AlertDelivery {
@@ -130,6 +140,7 @@ impl AlertDelivery {
             entries: BTreeMap::new(),
             flying: JoinSet::new(),
             jitter: std::collections::hash_map::RandomState::new(),
+            parked: 0,
         }
     }
 
@@ -170,8 +181,11 @@ impl AlertDelivery {
     /// Reads the outbox and starts every delivery that is due, allowed by its webhook's circuit
     /// and fits in its webhook's `max_in_flight`.
     async fn dispatch(&mut self) -> Result<(), StoreError> {
-        let read = self.store.outbox(READ_AHEAD)?;
-        metrics::gauge!("imei_lockd_alert_outbox_depth").set(read.len() as f64);
+        let read = self
+            .store
+            .outbox(self.parked.min(MAX_PARKED) + READ_AHEAD)?;
+        // As before the parked head was read past (the metric's HELP says so): at most 1024.
+        metrics::gauge!("imei_lockd_alert_outbox_depth").set(read.len().min(READ_AHEAD) as f64);
         let mut fresh: BTreeMap<u64, OutboxEntry> = read.into_iter().collect();
         // Keep entries with a delivery out even if this read did not reach them.
         let mut old = std::mem::take(&mut self.entries);
@@ -193,9 +207,15 @@ impl AlertDelivery {
         let ids: Vec<u64> = self.entries.keys().copied().collect();
         let webhooks = self.webhooks.clone();
         for id in ids {
-            let Some(entry) = self.entries.get(&id).cloned() else {
+            let Some(entry) = self.entries.get(&id) else {
                 continue;
             };
+            // Parked for every webhook that wants it (its circuit open, or the probe out):
+            // nothing to do this pass.
+            if self.blocked_for_all(entry, now) {
+                continue;
+            }
+            let entry = entry.clone();
             let mut settled = false;
             for (h, hook) in webhooks.iter().enumerate() {
                 if !Self::wants(hook, &entry) {
@@ -215,7 +235,34 @@ impl AlertDelivery {
                 }
             }
         }
+        self.parked = self.parked_head();
         Ok(())
+    }
+
+    /// Whether some webhook still wants `entry` and every one that does may send nothing now.
+    fn blocked_for_all(&self, entry: &OutboxEntry, now: Millis) -> bool {
+        let mut wanting = self
+            .webhooks
+            .iter()
+            .zip(&self.states)
+            .filter(|(w, _)| Self::wants(w, entry))
+            .peekable();
+        wanting.peek().is_some() && wanting.all(|(_, st)| st.circuit.is_blocked(now))
+    }
+
+    /// How many entries at the head of the outbox (as last read) only webhooks whose circuit
+    /// is not closed still want: their backlog, which must not hide the entries behind it.
+    fn parked_head(&self) -> usize {
+        self.entries
+            .values()
+            .take_while(|e| {
+                self.webhooks
+                    .iter()
+                    .zip(&self.states)
+                    .filter(|(w, _)| Self::wants(w, e))
+                    .all(|(_, st)| !matches!(st.circuit.state(), CircuitState::Closed { .. }))
+            })
+            .count()
     }
 
     /// One (webhook, entry): suppresses it inside the window (returns `true`: the entry
@@ -392,3 +439,7 @@ fn circuit_changed(hook: &Webhook, s: CircuitState) {
         _ => tracing::info!(webhook = %hook.name, state = s.name(), "webhook circuit changed"),
     }
 }
+
+#[cfg(test)]
+#[path = "delivery_tests.rs"]
+mod tests;

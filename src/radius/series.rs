@@ -137,10 +137,11 @@ mod tests {
         }
     }
 
-    /// The reasons server.rs passes to `drop_packet` (or counts itself) as literals.
+    /// The reasons the shell (server/port.rs) passes to `drop_packet` (or counts itself) as
+    /// literals.
     #[test]
     fn every_literal_drop_reason_of_the_shell_is_known() {
-        let src = include_str!("server.rs");
+        let src = include_str!("server/port.rs");
         let mut found = 0;
         for (i, _) in src.match_indices("drop_packet(") {
             // drop_packet(<address>, <reason>, <detail>): the address is an identifier.
