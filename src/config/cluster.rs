@@ -40,8 +40,10 @@ pub struct ClusterConfig {
     /// How far behind a change another node may stay before the node waiting for it revokes
     /// its lease (it stops serving until it has caught up), milliseconds (100 to 60000).
     pub max_lag_ms: u64,
-    /// How long events are kept in etcd, per SIM, days (1 to 3650).
-    pub event_retention_days: u64,
+    /// How long events are kept, days (1 to 3650). The older key of `retention.events_days`,
+    /// which wins when both are set (absent: that one, or its default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_retention_days: Option<u64>,
     pub etcd: EtcdConfig,
 }
 
@@ -52,7 +54,7 @@ impl Default for ClusterConfig {
             node_name: default_node_name(),
             lease_ttl_s: 5,
             max_lag_ms: 1000,
-            event_retention_days: 90,
+            event_retention_days: None,
             etcd: EtcdConfig::default(),
         }
     }
@@ -193,7 +195,10 @@ impl ClusterConfig {
                 "must be 100 to 60000 milliseconds",
             ));
         }
-        if !(1..=3650).contains(&self.event_retention_days) {
+        if self
+            .event_retention_days
+            .is_some_and(|d| !(1..=3650).contains(&d))
+        {
             return Err(invalid(
                 "cluster.event_retention_days",
                 "must be 1 to 3650 days",
@@ -495,7 +500,7 @@ mod tests {
         let c = ClusterConfig::default();
         assert_eq!(c.backend, ClusterBackend::Embedded);
         assert_eq!(c.lease_ttl_s, 5);
-        assert_eq!(c.event_retention_days, 90);
+        assert_eq!(c.event_retention_days, None);
         assert!(c.etcd.endpoints.is_empty());
         assert_eq!(c.etcd.prefix, "/imei-lockd");
         assert_eq!(c.etcd.connect_timeout_ms, 2000);
@@ -547,7 +552,7 @@ mod tests {
         refused("cluster.lease_ttl_s", "2 to 60", |c| c.lease_ttl_s = 61);
         for (days, ok) in [(0, false), (1, true), (3650, true), (3651, false)] {
             let mut c = etcd();
-            c.event_retention_days = days;
+            c.event_retention_days = Some(days);
             assert_eq!(c.validate().is_ok(), ok, "{days}");
         }
         refused("cluster.max_lag_ms", "100 to 60000", |c| c.max_lag_ms = 99);
@@ -555,7 +560,7 @@ mod tests {
             c.max_lag_ms = 60_001
         });
         refused("cluster.event_retention_days", "1 to 3650", |c| {
-            c.event_retention_days = 0;
+            c.event_retention_days = Some(0);
         });
     }
 

@@ -22,6 +22,7 @@ use crate::engine::{MissingImeiPolicy, UnknownSimPolicy};
 use crate::store::EventKind;
 
 pub mod cluster;
+pub mod retention;
 pub mod secrets;
 
 pub use cluster::{default_node_name, ClusterBackend, ClusterConfig, EtcdConfig};
@@ -66,6 +67,7 @@ pub struct Config {
     pub billing: BillingConfig,
     pub alerts: AlertsConfig,
     pub cluster: ClusterConfig,
+    pub retention: retention::RetentionConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -659,6 +661,7 @@ impl Config {
             }
         }
         self.cluster.validate()?;
+        self.retention.validate()?;
         Ok(())
     }
 
