@@ -388,3 +388,41 @@ fn the_older_cluster_key_still_sets_the_events_retention_with_a_warning() {
     wait_pass(&d, 0);
     assert!(!warned(&d), "no warning when retention.events_days is set");
 }
+
+#[test]
+fn check_config_names_a_retention_key_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = common::Ports::new();
+    let path = dir.path().join("imei-lockd.toml");
+    let write = |extra: &str| {
+        std::fs::write(&path, common::config_text(dir.path(), &ports, extra)).unwrap();
+    };
+    write("[retention]\nevents_days = 0\nrequests_days = 0\nbilling_months = 0\n");
+    let (rc, out) = common::check_config_file(&path, &[]);
+    assert_eq!(rc, 0, "0 keeps forever: {out}");
+    for (extra, key) in [
+        (
+            "[retention]\nevents_days = 36501\n",
+            "retention.events_days",
+        ),
+        (
+            "[retention]\nrequests_days = 99999\n",
+            "retention.requests_days",
+        ),
+        (
+            "[retention]\nbilling_months = 1201\n",
+            "retention.billing_months",
+        ),
+        ("[retention]\nbilling_days = 3\n", "billing_days"),
+    ] {
+        write(extra);
+        let (rc, out) = common::check_config_file(&path, &[]);
+        assert_eq!(rc, 2, "{extra}: {out}");
+        assert!(out.contains(key), "{extra}: names {key}: {out}");
+    }
+    write("");
+    let (rc, out) =
+        common::check_config_file(&path, &[("IMEI_LOCKD__RETENTION__REQUESTS_DAYS", "40000")]);
+    assert_eq!(rc, 2, "{out}");
+    assert!(out.contains("retention.requests_days"), "{out}");
+}
