@@ -8,7 +8,9 @@
 //! - an alert raised on two nodes within the window is one POST;
 //! - a node frozen (SIGSTOP) while a change is processed is not waited for, and wakes not
 //!   answering from its stale state;
-//! - events past `cluster.event_retention_days` leave etcd and every cache.
+//! - events past `cluster.event_retention_days` (the older key, with its WARN), settled requests
+//!   past `retention.requests_days` (not the newest) and billing rows past
+//!   `retention.billing_months` (bundles included) leave etcd and every cache.
 
 mod common;
 
@@ -372,7 +374,7 @@ fn events_past_their_retention_leave_etcd_and_every_cache() {
         node_toml(&etcd, &prefix, i).replace(
             "[cluster.etcd]",
             "event_retention_days = 30\n[cluster.etcd]",
-        )
+        ) + "[retention]\nrequests_days = 30\nbilling_months = 1\n"
     };
     let mut ds: Vec<Daemon> = (0..2).map(|i| Daemon::start(&toml(i))).collect();
     for d in &ds {
@@ -415,12 +417,59 @@ fn events_past_their_retention_leave_etcd_and_every_cache() {
             "one event per imported SIM"
         );
     }
-    // 31 days later (both nodes restarted with their clocks ahead): one new mismatch; the
-    // retention singleton deletes the old events, on every node.
+    // The newest request (it stays, however old); this month's billing rows: the locked SIM
+    // (its own key) and the 40 imported ones (a bundle).
+    let newest = {
+        let (st, v) = ds[0].api().call(
+            "PUT",
+            "/v1/sims/001010000000982",
+            Some(json!({"imei_management": "disabled"})),
+        );
+        assert_eq!(st, 202, "{v}");
+        let id = v["request_id"].as_str().unwrap().to_owned();
+        let (_, r) = ds[0].api().get(&format!("/v1/requests/{id}?wait=30"));
+        assert_eq!(r["status"], "processed", "{r}");
+        id.parse::<u64>().unwrap()
+    };
+    assert!(newest >= 3, "{newest}");
+    // Its event expires with the others.
+    let newest_events = sim_events(&ds[0], "001010000000982");
+    let (m0, m1) = this_and_next_month();
+    let rows_m0 = billing(&ds[0], &m0).len();
+    assert_eq!(rows_m0, 1 + imported.len());
+    let keys = |etcd: &EtcdCluster, under: &str| {
+        let (rc, out) = etcd.etcdctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("{prefix}/{under}"),
+        ]);
+        assert_eq!(rc, 0, "{out}");
+        out.lines().filter(|l| !l.trim().is_empty()).count()
+    };
+    assert_eq!(
+        keys(&etcd, &format!("chbundle/{m0}/")),
+        1,
+        "the import's rows: one bundle"
+    );
+    assert_eq!(keys(&etcd, &format!("charge/{m0}/")), 1);
+    assert_eq!(keys(&etcd, "req/") as u64, newest);
+
+    // In the middle of the month after next (both nodes restarted with their clocks ahead):
+    // one new mismatch; the retention singleton deletes the old events, the settled requests
+    // but the newest, and this month's billing rows (the next month's, carried over, stay),
+    // on every node.
     for d in &mut ds {
         d.terminate();
     }
-    let ahead = (31 * 86_400).to_string();
+    let now = time::OffsetDateTime::now_utc();
+    let (y, m) = (now.year(), u8::from(now.month()));
+    let (y2, m2) = if m >= 11 { (y + 1, m - 10) } else { (y, m + 2) };
+    let target = time::Date::from_calendar_date(y2, time::Month::try_from(m2).unwrap(), 15)
+        .unwrap()
+        .midnight()
+        .assume_utc();
+    let ahead = (target.unix_timestamp() - now.unix_timestamp()).to_string();
     let env = [("IMEI_LOCKD_TEST_CLOCK_OFFSET_S", ahead.as_str())];
     let ds: Vec<Daemon> = (0..2)
         .map(|i| Daemon::start_with_env(&toml(i), &env))
@@ -455,13 +504,81 @@ fn events_past_their_retention_leave_etcd_and_every_cache() {
         }
     }
     assert_eq!(bundles(&etcd), 0, "the bundle left etcd");
+    // Requests and billing rows, on every node and in etcd.
+    let settled = |d: &Daemon| {
+        billing(d, &m0).is_empty()
+            && billing(d, &m1).len() == rows_m0
+            && d.api().get("/v1/requests/1").0 == 404
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ds.iter().all(settled) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    for d in &ds {
+        assert!(billing(d, &m0).is_empty(), "{m0}'s rows deleted");
+        assert_eq!(
+            billing(d, &m1).len(),
+            rows_m0,
+            "{m1}'s rows carried over and kept"
+        );
+        for seq in 1..newest {
+            assert_eq!(
+                d.api().get(&format!("/v1/requests/{seq}")).0,
+                404,
+                "request {seq}"
+            );
+        }
+        let (st, v) = d.api().get(&format!("/v1/requests/{newest}"));
+        assert_eq!(
+            (st, &v["status"]),
+            (200, &json!("processed")),
+            "the newest stays: {v}"
+        );
+    }
+    assert_eq!(
+        keys(&etcd, &format!("chbundle/{m0}/")),
+        0,
+        "the bundle left etcd"
+    );
+    assert_eq!(keys(&etcd, &format!("charge/{m0}/")), 0);
+    assert!(
+        keys(&etcd, &format!("chbundle/{m1}/")) >= 1,
+        "{m1}'s rows stay"
+    );
+    assert_eq!(
+        keys(&etcd, "req/"),
+        1,
+        "only the newest request is left in etcd"
+    );
+    let deleted = |kind: &str| -> f64 {
+        ds.iter()
+            .map(|d| {
+                counter(
+                    &metrics_text(d),
+                    "imei_lockd_retention_deleted_total",
+                    &[&format!("kind=\"{kind}\"")],
+                )
+            })
+            .sum()
+    };
+    assert_eq!(deleted("requests"), (newest - 1) as f64);
+    assert_eq!(deleted("billing"), rows_m0 as f64);
+    assert_eq!(
+        deleted("events"),
+        (before + imported.len() + newest_events) as f64
+    );
+    assert!(
+        ds.iter()
+            .all(|d| d.log_text().contains("older name of retention.events_days")),
+        "the older key is used, with a WARN"
+    );
     let expired: f64 = ds
         .iter()
         .map(|d| counter(&metrics_text(d), "imei_lockd_events_expired_total", &[]))
         .sum();
     assert_eq!(
         expired,
-        (before + imported.len()) as f64,
+        (before + imported.len() + newest_events) as f64,
         "each old event deleted once"
     );
     for d in &ds {

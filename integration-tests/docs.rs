@@ -28,7 +28,6 @@ const WRITTEN_ELSEWHERE: &[&str] = &[
     "docs/operations/install-upgrade.md",
     "docs/operations/backup-restore.md",
     "docs/operations/security.md",
-    "docs/operations/retention.md",
     "docs/operations/logging.md",
     // Also written by other sessions (named in the same brief): the index links to them.
     "docs/reference/webhooks.md",

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use imei_lockd::alerts::{AlertDelivery, Webhook};
 use imei_lockd::api;
+use imei_lockd::config::retention::EventsFrom;
 use imei_lockd::config::ClusterBackend;
 use imei_lockd::config::{parse_addr, Config};
 use imei_lockd::diameter::server::{DiameterReloader, DiameterService};
@@ -35,7 +36,7 @@ use imei_lockd::eir::Eir;
 use imei_lockd::engine::{Clock, Engine, SystemClock};
 use imei_lockd::provisioning::{BillingSettings, Provisioner};
 use imei_lockd::radius::server::{RadiusReloader, RadiusService};
-use imei_lockd::retention::EventRetention;
+use imei_lockd::retention::{Retention, RetentionSettings};
 use imei_lockd::store::delayed::Delayed;
 use imei_lockd::store::etcd::{EtcdSettings, EtcdStore};
 use imei_lockd::store::rocks::{RocksOptions, RocksStore};
@@ -239,15 +240,20 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot set up alert webhooks: {e}"))?;
     let alerts = AlertDelivery::new(store.clone(), clock.clone(), webhooks);
-    // Events are kept `cluster.event_retention_days` in cluster mode (etcd holds them for every
-    // node); the embedded store keeps them, as it always has.
-    let retention = (cfg.cluster.backend == ClusterBackend::Etcd).then(|| {
-        EventRetention::new(
-            store.clone(),
-            clock.clone(),
-            Duration::from_secs(cfg.cluster.event_retention_days.saturating_mul(86_400)),
-        )
-    });
+    // `[retention]`, in either mode: the node holding the retention singleton deletes (the
+    // embedded node always holds it).
+    if let (days, EventsFrom::Cluster) = cfg.retention.events(&cfg.cluster) {
+        tracing::warn!(
+            days,
+            "cluster.event_retention_days is the older name of retention.events_days: move the \
+             value to [retention] events_days"
+        );
+    }
+    let retention = Retention::new(
+        store.clone(),
+        clock.clone(),
+        RetentionSettings::from_config(&cfg),
+    );
 
     let sized_store = store.clone();
     let api_reads: Arc<dyn LocalRead> = store.clone();
@@ -288,9 +294,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             tasks.spawn(provisioner.clone().run(stop_rx.clone()));
         }
         tasks.spawn(alerts.run(stop_rx.clone()));
-        if let Some(r) = retention {
-            tasks.spawn(r.run(stop_rx.clone()));
-        }
+        tasks.spawn(retention.run(stop_rx.clone()));
         let state = Arc::new(api::ApiState {
             provisioner: provisioner.clone(),
             reads: api_reads,

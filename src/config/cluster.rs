@@ -40,8 +40,10 @@ pub struct ClusterConfig {
     /// How far behind a change another node may stay before the node waiting for it revokes
     /// its lease (it stops serving until it has caught up), milliseconds (100 to 60000).
     pub max_lag_ms: u64,
-    /// How long events are kept in etcd, per SIM, days (1 to 3650).
-    pub event_retention_days: u64,
+    /// How long events are kept, days (1 to 3650). The older key of `retention.events_days`,
+    /// which wins when both are set (absent: that one, or its default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_retention_days: Option<u64>,
     pub etcd: EtcdConfig,
 }
 
@@ -52,7 +54,7 @@ impl Default for ClusterConfig {
             node_name: default_node_name(),
             lease_ttl_s: 5,
             max_lag_ms: 1000,
-            event_retention_days: 90,
+            event_retention_days: None,
             etcd: EtcdConfig::default(),
         }
     }
@@ -193,7 +195,10 @@ impl ClusterConfig {
                 "must be 100 to 60000 milliseconds",
             ));
         }
-        if !(1..=3650).contains(&self.event_retention_days) {
+        if self
+            .event_retention_days
+            .is_some_and(|d| !(1..=3650).contains(&d))
+        {
             return Err(invalid(
                 "cluster.event_retention_days",
                 "must be 1 to 3650 days",

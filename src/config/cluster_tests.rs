@@ -45,7 +45,7 @@ fn defaults_are_embedded_and_valid() {
     let c = ClusterConfig::default();
     assert_eq!(c.backend, ClusterBackend::Embedded);
     assert_eq!(c.lease_ttl_s, 5);
-    assert_eq!(c.event_retention_days, 90);
+    assert_eq!(c.event_retention_days, None);
     assert!(c.etcd.endpoints.is_empty());
     assert_eq!(c.etcd.prefix, "/imei-lockd");
     assert_eq!(c.etcd.connect_timeout_ms, 2000);
@@ -97,7 +97,7 @@ fn lease_ttl_and_event_retention_ranges() {
     refused("cluster.lease_ttl_s", "2 to 60", |c| c.lease_ttl_s = 61);
     for (days, ok) in [(0, false), (1, true), (3650, true), (3651, false)] {
         let mut c = etcd();
-        c.event_retention_days = days;
+        c.event_retention_days = Some(days);
         assert_eq!(c.validate().is_ok(), ok, "{days}");
     }
     refused("cluster.max_lag_ms", "100 to 60000", |c| c.max_lag_ms = 99);
@@ -105,7 +105,7 @@ fn lease_ttl_and_event_retention_ranges() {
         c.max_lag_ms = 60_001
     });
     refused("cluster.event_retention_days", "1 to 3650", |c| {
-        c.event_retention_days = 0;
+        c.event_retention_days = Some(0);
     });
 }
 

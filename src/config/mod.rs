@@ -27,6 +27,7 @@ use crate::store::EventKind;
 pub mod cluster;
 pub mod eir;
 mod load;
+pub mod retention;
 pub mod secrets;
 mod sections;
 mod values;
@@ -81,6 +82,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub cluster: ClusterConfig,
     pub eir: EirConfig,
+    pub retention: retention::RetentionConfig,
 }
 
 impl Config {
@@ -240,6 +242,7 @@ impl Config {
             }
         }
         self.cluster.validate()?;
+        self.retention.validate()?;
         Ok(())
     }
 }

@@ -21,6 +21,8 @@ use super::{
 
 #[path = "conformance_bulk.rs"]
 mod bulk;
+#[path = "conformance_retention.rs"]
+mod retention;
 
 /// One check: panics on the first violation.
 pub type Check = fn(&dyn Store);
@@ -45,6 +47,14 @@ pub const CHECKS: &[(&str, Check)] = &[
         expired_events_are_found_and_deleted,
     ),
     ("charges_by_month", charges_by_month),
+    (
+        "settled_requests_are_deleted_but_never_the_newest",
+        retention::settled_requests_are_deleted_but_never_the_newest,
+    ),
+    (
+        "charges_are_deleted_by_month",
+        retention::charges_are_deleted_by_month,
+    ),
     (
         "bulk_batch_reads_like_single_writes",
         bulk::bulk_batch_reads_like_single_writes,

@@ -91,8 +91,22 @@ impl MemStore {
                 Op::PutRequest(r) => {
                     st.requests.insert(r.seq, r);
                 }
+                Op::DeleteRequest(seq) => {
+                    // Never the newest: the next sequence number is the newest's + 1.
+                    if st
+                        .requests
+                        .keys()
+                        .next_back()
+                        .is_some_and(|&last| seq < last)
+                    {
+                        st.requests.remove(&seq);
+                    }
+                }
                 Op::PutCharge(c) => {
                     st.charges.insert((c.month.clone(), c.imsi), c);
+                }
+                Op::DeleteCharge { month, imsi } => {
+                    st.charges.remove(&(month, imsi));
                 }
                 Op::PutOutbox { id, entry } => {
                     st.outbox.insert(id, entry);
@@ -303,6 +317,16 @@ impl LocalRead for MemStore {
             .charges
             .get(&(month.to_owned(), *imsi))
             .cloned())
+    }
+
+    fn oldest_charge_month(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .state
+            .lock()
+            .charges
+            .keys()
+            .next()
+            .map(|(m, _)| m.clone()))
     }
 
     fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {

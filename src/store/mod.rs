@@ -14,6 +14,8 @@ pub mod delayed;
 pub mod encoding;
 #[cfg(feature = "rocksdb")]
 pub mod etcd;
+mod forward;
+pub(crate) use forward::forward_local_read_but_sim;
 pub mod memory;
 pub mod model;
 #[cfg(feature = "rocksdb")]
@@ -93,7 +95,18 @@ pub enum Op {
     /// newer than it (etcd deletes bulk writes' events by bundle).
     DeleteEvent(EventId),
     PutRequest(RequestRecord),
+    /// Delete one settled request (retention), by its sequence number. A store ignores it for
+    /// the newest request it holds (and any newer): the sequence counter is rebuilt from the
+    /// newest request at a restart or a cache rebuild, so that one is never deleted.
+    DeleteRequest(u64),
     PutCharge(Charge),
+    /// Delete one billing row (retention). Only retention deletes billing rows, whole months,
+    /// oldest first: a store may delete, with it, other rows of the same month (etcd deletes
+    /// bulk writes' rows by bundle).
+    DeleteCharge {
+        month: String,
+        imsi: Imsi,
+    },
     PutOutbox {
         id: u64,
         entry: OutboxEntry,
@@ -228,6 +241,8 @@ pub trait LocalRead: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Charge>, StoreError>;
     fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError>;
+    /// The earliest month (`YYYY-MM`) that has a billing row (`None`: no row at all).
+    fn oldest_charge_month(&self) -> Result<Option<String>, StoreError>;
     /// Alerts waiting for delivery, oldest first.
     fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError>;
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -244,123 +259,6 @@ pub trait LocalRead: Send + Sync + 'static {
         ))
     }
 }
-
-/// Inside `impl LocalRead for W`, where `W` wraps another store in field `$field`: every
-/// [`LocalRead`] method except `sim`, passed on as it is (a wrapper writes its own `sim`, which
-/// is where wrappers differ).
-macro_rules! forward_local_read_but_sim {
-    ($field:ident) => {
-        fn sim_in_memory(&self, imsi: &$crate::context::Imsi) -> Option<$crate::store::SimRecord> {
-            self.$field.sim_in_memory(imsi)
-        }
-        fn profile(
-            &self,
-            name: &str,
-        ) -> Result<Option<$crate::store::ProfileRecord>, $crate::store::StoreError> {
-            self.$field.profile(name)
-        }
-        fn sims_of_profile(
-            &self,
-            name: &str,
-            after: Option<&$crate::context::Imsi>,
-            limit: usize,
-        ) -> Result<Vec<$crate::context::Imsi>, $crate::store::StoreError> {
-            self.$field.sims_of_profile(name, after, limit)
-        }
-        fn scan_sims(
-            &self,
-            prefix: &str,
-            after: Option<&$crate::context::Imsi>,
-            limit: usize,
-        ) -> Result<Vec<$crate::store::SimRecord>, $crate::store::StoreError> {
-            self.$field.scan_sims(prefix, after, limit)
-        }
-        fn profiles(
-            &self,
-            after: Option<&str>,
-            limit: usize,
-        ) -> Result<Vec<$crate::store::ProfileRecord>, $crate::store::StoreError> {
-            self.$field.profiles(after, limit)
-        }
-        fn profile_member_count(&self, name: &str) -> Result<u64, $crate::store::StoreError> {
-            self.$field.profile_member_count(name)
-        }
-        fn events(
-            &self,
-            imsi: &$crate::context::Imsi,
-            limit: usize,
-        ) -> Result<Vec<$crate::store::Event>, $crate::store::StoreError> {
-            self.$field.events(imsi, limit)
-        }
-        fn expired_events(
-            &self,
-            before: $crate::store::Millis,
-            after: Option<$crate::store::EventId>,
-            scan: usize,
-        ) -> Result<
-            (Vec<$crate::store::EventId>, Option<$crate::store::EventId>),
-            $crate::store::StoreError,
-        > {
-            self.$field.expired_events(before, after, scan)
-        }
-        fn request(
-            &self,
-            seq: u64,
-        ) -> Result<Option<$crate::store::RequestRecord>, $crate::store::StoreError> {
-            self.$field.request(seq)
-        }
-        fn requests_after(
-            &self,
-            after: u64,
-            limit: usize,
-        ) -> Result<Vec<$crate::store::RequestRecord>, $crate::store::StoreError> {
-            self.$field.requests_after(after, limit)
-        }
-        fn last_request_seq(&self) -> u64 {
-            self.$field.last_request_seq()
-        }
-        fn charges(
-            &self,
-            month: &str,
-        ) -> Result<Vec<$crate::store::Charge>, $crate::store::StoreError> {
-            self.$field.charges(month)
-        }
-        fn charge(
-            &self,
-            month: &str,
-            imsi: &$crate::context::Imsi,
-        ) -> Result<Option<$crate::store::Charge>, $crate::store::StoreError> {
-            self.$field.charge(month, imsi)
-        }
-        fn charges_page(
-            &self,
-            month: &str,
-            after: Option<&$crate::context::Imsi>,
-            limit: usize,
-        ) -> Result<Vec<$crate::store::Charge>, $crate::store::StoreError> {
-            self.$field.charges_page(month, after, limit)
-        }
-        fn outbox(
-            &self,
-            limit: usize,
-        ) -> Result<Vec<(u64, $crate::store::OutboxEntry)>, $crate::store::StoreError> {
-            self.$field.outbox(limit)
-        }
-        fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, $crate::store::StoreError> {
-            self.$field.meta(key)
-        }
-        fn approximate_counts(&self) -> $crate::store::StoreCounts {
-            self.$field.approximate_counts()
-        }
-        fn checkpoint(
-            &self,
-            dir: &std::path::Path,
-        ) -> Result<u64, $crate::store::checkpoint::CheckpointError> {
-            self.$field.checkpoint(dir)
-        }
-    };
-}
-pub(crate) use forward_local_read_but_sim;
 
 /// What became of a [`Ledger::commit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -416,7 +314,7 @@ pub enum Singleton {
     Provisioning,
     /// Alert delivery from the outbox.
     Alerts,
-    /// Deleting events past their retention.
+    /// Deleting events, requests and billing rows past their retention.
     Retention,
 }
 

@@ -85,8 +85,17 @@ pub const FAMILIES: &[Family] = &[
         "imei_lockd_events_expired_total",
         Counter,
         COUNT,
-        "Events deleted because they were older than cluster.event_retention_days (by the node \
-         holding the retention singleton; cluster mode).",
+        "Events deleted because they were older than retention.events_days (formerly \
+         cluster.event_retention_days), by the node holding the retention singleton; also \
+         counted in imei_lockd_retention_deleted_total{kind=\"events\"}.",
+    ),
+    family(
+        "imei_lockd_retention_deleted_total",
+        Counter,
+        COUNT,
+        "Records deleted by retention, by kind: events (older than retention.events_days), \
+         requests (settled provisioning requests older than retention.requests_days) and \
+         billing (rows of months before the current month minus retention.billing_months).",
     ),
     family(
         "imei_lockd_cluster_evictions_total",

@@ -28,7 +28,10 @@ impl EtcdSettings {
             max_txn_ops: e.max_txn_ops,
             max_lag: Duration::from_millis(cluster.max_lag_ms),
             event_retention: Duration::from_secs(
-                cluster.event_retention_days.saturating_mul(86_400),
+                cluster
+                    .event_retention_days
+                    .unwrap_or(90)
+                    .saturating_mul(86_400),
             ),
         }
     }

@@ -159,13 +159,10 @@ async fn watch(shared: &Shared) -> Result<Stop, StoreError> {
             };
             if ev.event_type() == EventType::Delete
                 && ev.prev_kv().is_none()
-                && kv.key().starts_with(&shared.layout.event_bundles())
+                && shared.layout.is_bundle_of_rows(kv.key())
             {
-                // Which events went is unknown without the bundle's previous value.
-                tracing::warn!(
-                    revision = rev,
-                    "event bundle deleted without prev_kv; rebuilding"
-                );
+                // Which events or rows went is unknown without the bundle's previous value.
+                tracing::warn!(revision = rev, "bundle deleted without prev_kv; rebuilding");
                 return Ok(Stop::Rebuild("gap"));
             }
             if let Some(imsi) = shared.layout.sim_of_key(kv.key()) {

@@ -24,7 +24,9 @@
 //! puts its events and its charges as one key each instead of one key per SIM: etcd's cost is
 //! per key (raft entry size, MVCC index, bbolt page), and a SIM then costs one key (its
 //! record) instead of three. A bundle parses into the same cache changes its records would
-//! have; nodes' caches cannot tell the two apart. Charges are never deleted. An event bundle
+//! have; nodes' caches cannot tell the two apart. Charges are deleted only by retention, whole
+//! months (a charge bundle goes whole, with its month; a few bundles a transaction, so that
+//! the watch's `prev_kv` of the deletion stays small). An event bundle
 //! holds events of one time, which its key starts with, and is deleted whole by retention (a
 //! range delete up to a time takes exactly the bundles of events no newer); the watch's
 //! `prev_kv` says which events the deletion removes.
@@ -195,6 +197,14 @@ impl Layout {
         let id = format!("{:016x}{counter:08x}", at.max(0));
         self.key(&["chbundle", month, &id])
     }
+    /// `P/chbundle/<month>/`: every charge bundle of one month.
+    pub fn charge_bundles(&self, month: &str) -> Vec<u8> {
+        self.key(&["chbundle", month, ""])
+    }
+    /// `P/chbundle/`: every charge bundle.
+    pub fn all_charge_bundles(&self) -> Vec<u8> {
+        self.key(&["chbundle", ""])
+    }
     pub fn request(&self, seq: u64) -> Vec<u8> {
         self.key(&["req", &format!("{seq:020}")])
     }
@@ -323,7 +333,17 @@ impl Layout {
                 ));
             }
             ("req", Some(v)) => Change::PutRequest(decode(key, v)?),
+            ("req", None) => {
+                Change::DeleteRequest(tail.parse().map_err(|_| corrupt("request id"))?)
+            }
             ("charge", Some(v)) => Change::PutCharge(decode(key, v)?),
+            ("charge", None) => {
+                let (month, who) = tail.split_once('/').ok_or_else(|| corrupt("charge key"))?;
+                Change::DeleteCharge {
+                    month: month.to_owned(),
+                    imsi: imsi(who)?,
+                }
+            }
             ("outbox", v) => {
                 let id: u64 = tail.parse().map_err(|_| corrupt("outbox id"))?;
                 match v {
@@ -361,28 +381,33 @@ impl Layout {
 }
 
 impl Layout {
+    /// Whether `key` is an event or a charge bundle: its deletion says which records went only
+    /// with its previous value.
+    pub fn is_bundle_of_rows(&self, key: &[u8]) -> bool {
+        key.starts_with(&self.event_bundles()) || key.starts_with(&self.all_charge_bundles())
+    }
+
     /// What the deletion of `key`, which held `prev` (the watch's `prev_kv`), removes: for an
-    /// event bundle the deletion of each of its events; for any other key what
-    /// [`Layout::parse`] says of a deletion.
+    /// event or charge bundle the deletion of each of its events or rows; for any other key
+    /// what [`Layout::parse`] says of a deletion.
     ///
     /// # Errors
-    /// As [`Layout::parse`]; also an event bundle deleted without its previous value (the
-    /// caller cannot know which events went: it must rebuild).
+    /// As [`Layout::parse`]; also a bundle deleted without its previous value (the caller
+    /// cannot know which records went: it must rebuild).
     pub fn parse_deleted(
         &self,
         key: &[u8],
         prev: Option<&[u8]>,
         mod_revision: i64,
     ) -> Result<Parsed, StoreError> {
-        let bundles = self.event_bundles();
-        if !key.starts_with(&bundles) {
+        if !self.is_bundle_of_rows(key) {
             return self.parse(key, None, mod_revision);
         }
         let Some(prev) = prev else {
             return Err(StoreError::Corrupt {
                 key: String::from_utf8_lossy(key).into_owned(),
                 source: encoding::EncodingError::Malformed(
-                    "event bundle deleted without its previous value".into(),
+                    "bundle deleted without its previous value".into(),
                 ),
             });
         };
@@ -396,6 +421,10 @@ impl Layout {
                         imsi: event.imsi,
                         at,
                         counter,
+                    }),
+                    Change::PutCharge(c) => Some(Change::DeleteCharge {
+                        month: c.month,
+                        imsi: c.imsi,
                     }),
                     _ => None,
                 })
@@ -424,6 +453,8 @@ impl Layout {
             | Change::DeleteProfile(_)
             | Change::DeleteEvent { .. }
             | Change::DeleteOutbox(_)
+            | Change::DeleteRequest(_)
+            | Change::DeleteCharge { .. }
             | Change::DeleteMeta(_) => return None,
         })
     }

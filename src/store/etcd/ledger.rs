@@ -59,6 +59,11 @@ fn too_large(e: &etcd_client::Error) -> Option<StoreError> {
     })
 }
 
+/// Charge bundles deleted by one retention batch, at most: each reaches every node's watch
+/// with its previous value (up to `max_txn_ops` rows), which must stay well under the gRPC
+/// client's 4 MiB message limit.
+const CHARGE_BUNDLES_PER_TXN: i64 = 4;
+
 /// Events (and charges) of one batch from which on they are put as one bundle key
 /// ([`super::layout`]): bulk writes; a session's bind keeps its event under its own key.
 pub(super) const BUNDLE_MIN: usize = 8;
@@ -139,11 +144,18 @@ impl Shared {
     /// The transaction for `batch`: its compares, its writes (one per key, the last wins), and
     /// on failure reads of the compared keys (to know how far the cache must get; none for the
     /// SIMs of an import bundle: the failure then waits for the current revision).
-    fn txn(&self, batch: Batch) -> Result<(Txn, Vec<Vec<u8>>, bool), StoreError> {
+    fn txn(
+        &self,
+        batch: Batch,
+        deletes: Vec<Vec<u8>>,
+    ) -> Result<(Txn, Vec<Vec<u8>>, bool), StoreError> {
         let l = &self.layout;
         let mut compares = Vec::new();
         let mut compared: Vec<Vec<u8>> = Vec::new();
         let mut writes = Writes::default();
+        for key in deletes {
+            writes.put(key, None);
+        }
         let (new_sims, bundle_compares) = self.bundled_sims(&batch)?;
         compares.extend(bundle_compares);
         let mut bundled_sims: Vec<SimRecord> = Vec::with_capacity(new_sims.len());
@@ -205,6 +217,14 @@ impl Shared {
                     expired_up_to = Some(expired_up_to.map_or(id.at, |t| t.max(id.at)));
                 }
                 Op::PutRequest(r) => writes.put(l.request(r.seq), Some(encoding::encode(&r))),
+                Op::DeleteRequest(seq) => {
+                    // Never the newest this node knows of (`P/reqseq` counts on from it, and a
+                    // rebuilt cache's sequence from the newest request it reads).
+                    if seq < self.cache.last_request_seq() {
+                        writes.put(l.request(seq), None);
+                    }
+                }
+                Op::DeleteCharge { month, imsi } => writes.put(l.charge(&month, &imsi), None),
                 Op::PutCharge(c) if charges >= BUNDLE_MIN => {
                     bundled_charges.entry(c.month.clone()).or_default().push(c);
                 }
@@ -280,7 +300,8 @@ impl Shared {
         if batch.is_empty() {
             return Ok(Commit::Committed);
         }
-        let (txn, compared, unread) = self.txn(batch)?;
+        let deletes = self.charge_bundles_to_delete(&batch).await?;
+        let (txn, compared, unread) = self.txn(batch, deletes)?;
         let started = Instant::now();
         let deadline = started + self.settings.request_timeout;
         let mut kv = self.client.kv_client();
@@ -338,6 +359,49 @@ impl Shared {
         self.wait_applied(target, self.settings.request_timeout)
             .await;
         Ok(Commit::Conflict)
+    }
+
+    /// For a batch that deletes billing rows (retention, whole months): the keys of up to
+    /// [`CHARGE_BUNDLES_PER_TXN`] charge bundles of each month it deletes rows of (read from
+    /// etcd: the cache does not know which bundle a row came in). Every row of such a month
+    /// goes, so a bundle may go whole.
+    async fn charge_bundles_to_delete(&self, batch: &Batch) -> Result<Vec<Vec<u8>>, StoreError> {
+        let months: std::collections::BTreeSet<&str> = batch
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::DeleteCharge { month, .. } => Some(month.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut keys = Vec::new();
+        // What the transaction limit leaves beside the batch's own writes.
+        let room = self.settings.max_txn_ops.saturating_sub(batch.ops.len()) / months.len().max(1);
+        let limit = i64::try_from(room)
+            .unwrap_or(i64::MAX)
+            .min(CHARGE_BUNDLES_PER_TXN);
+        if limit == 0 {
+            return Ok(keys);
+        }
+        let mut kv = self.client.kv_client();
+        for month in months {
+            let prefix = self.layout.charge_bundles(month);
+            let opts = etcd_client::GetOptions::new()
+                .with_range(layout::Layout::range_end(&prefix))
+                .with_keys_only()
+                .with_limit(limit);
+            let started = Instant::now();
+            let got =
+                unsent::get(&mut kv, &prefix, Some(opts), self.settings.request_timeout).await;
+            observe("get", started, got.is_ok());
+            keys.extend(
+                got.map_err(etcd_err)?
+                    .kvs()
+                    .iter()
+                    .map(|k| k.key().to_vec()),
+            );
+        }
+        Ok(keys)
     }
 
     async fn append_request(&self, op: Operation, at: Millis) -> Result<RequestRecord, StoreError> {

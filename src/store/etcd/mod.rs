@@ -399,6 +399,9 @@ impl LocalRead for EtcdStore {
     fn charge(&self, month: &str, imsi: &Imsi) -> Result<Option<Charge>, StoreError> {
         self.shared.cache.charge(month, imsi)
     }
+    fn oldest_charge_month(&self) -> Result<Option<String>, StoreError> {
+        self.shared.cache.oldest_charge_month()
+    }
     fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
         self.shared.cache.outbox(limit)
     }

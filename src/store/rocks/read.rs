@@ -255,6 +255,20 @@ impl LocalRead for RocksStore {
         }
     }
 
+    fn oldest_charge_month(&self) -> Result<Option<String>, StoreError> {
+        let cf = self.inner.cf(CF_BILLING)?;
+        let mut it = self.inner.db.iterator_cf(&cf, IteratorMode::Start);
+        let Some(item) = it.next() else {
+            return Ok(None);
+        };
+        let (k, _) = item.map_err(backend)?;
+        let month = k.split(|&b| b == b'/').next().unwrap_or_default();
+        match std::str::from_utf8(month) {
+            Ok(m) if !m.is_empty() => Ok(Some(m.to_owned())),
+            _ => Err(corrupt(&k, encoding::EncodingError::Empty)),
+        }
+    }
+
     fn outbox(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
         Ok(self
             .inner

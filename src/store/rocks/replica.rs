@@ -38,7 +38,14 @@ pub enum Change {
         counter: u32,
     },
     PutRequest(RequestRecord),
+    /// A request deleted by retention (never the newest).
+    DeleteRequest(u64),
     PutCharge(Charge),
+    /// A billing row deleted by retention.
+    DeleteCharge {
+        month: String,
+        imsi: Imsi,
+    },
     PutOutbox {
         id: u64,
         entry: OutboxEntry,
@@ -150,9 +157,15 @@ impl RocksStore {
                     let cf = inner.cf(CF_REQUESTS)?;
                     wb.put_cf(&cf, r.seq.to_be_bytes(), encoding::encode(&r));
                 }
+                Change::DeleteRequest(seq) => {
+                    wb.delete_cf(&inner.cf(CF_REQUESTS)?, seq.to_be_bytes());
+                }
                 Change::PutCharge(c) => {
                     let cf = inner.cf(CF_BILLING)?;
                     wb.put_cf(&cf, keys::charge(&c.month, &c.imsi), encoding::encode(&c));
+                }
+                Change::DeleteCharge { month, imsi } => {
+                    wb.delete_cf(&inner.cf(CF_BILLING)?, keys::charge(&month, &imsi));
                 }
                 Change::PutOutbox { id, entry } => {
                     let cf = inner.cf(CF_OUTBOX)?;

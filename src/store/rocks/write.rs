@@ -95,9 +95,18 @@ impl RocksStore {
                     let cf = inner.cf(CF_REQUESTS)?;
                     wb.put_cf(&cf, r.seq.to_be_bytes(), encoding::encode(&r));
                 }
+                Op::DeleteRequest(seq) => {
+                    // Never the newest: the next sequence number is rebuilt from it at open.
+                    if seq.saturating_add(1) < inner.next_request.load(Ordering::SeqCst) {
+                        wb.delete_cf(&inner.cf(CF_REQUESTS)?, seq.to_be_bytes());
+                    }
+                }
                 Op::PutCharge(c) => {
                     let cf = inner.cf(CF_BILLING)?;
                     wb.put_cf(&cf, keys::charge(&c.month, &c.imsi), encoding::encode(&c));
+                }
+                Op::DeleteCharge { month, imsi } => {
+                    wb.delete_cf(&inner.cf(CF_BILLING)?, keys::charge(&month, &imsi));
                 }
                 Op::PutOutbox { id, entry } => {
                     let cf = inner.cf(CF_OUTBOX)?;
