@@ -37,9 +37,10 @@ use serde::Serialize;
 
 use crate::api::parse_import;
 use crate::context::{Decision, Reason};
+use crate::diameter::app::{known_spec, Catalog, KNOWN_COMMANDS};
 use crate::diameter::codec::dict::{self, AvpType, VENDOR_3GPP};
 use crate::diameter::codec::validate::{
-    self, spec_for, validate, APP_GX, APP_S6B, CMD_AAR, CMD_CCR, CMD_STR,
+    self, validate, APP_GX, APP_S6B, CMD_AAR, CMD_CCR, CMD_STR,
 };
 use crate::diameter::codec::{answer_for_error, Avp, Decoder, Header, Message, Origin, HEADER_LEN};
 use crate::diameter::peer::{Event, Peer, PeerConfig, Seed};
@@ -276,7 +277,10 @@ fn diameter_frame(dec: &Decoder, frame: &[u8]) {
     }
     let h = &msg.header;
     let session = msg.session_id();
-    for spec in validate::SPECS {
+    for spec in validate::BASE_SPECS
+        .iter()
+        .chain(KNOWN_COMMANDS.iter().flat_map(|c| c.iter()))
+    {
         let _ = validate(&msg, spec);
     }
     let Some(spec) = spec_for(h.application_id, h.code) else {
@@ -343,8 +347,33 @@ fn check_answer(m: &Message) {
     assert!(!back.is_request());
 }
 
+/// The spec of a request among the base protocol's and every known application's.
+fn spec_for(id: u32, code: u32) -> Option<&'static validate::CommandSpec> {
+    validate::BASE_SPECS
+        .iter()
+        .find(|s| s.application_id == id && s.code == code)
+        .or_else(|| known_spec(id, code))
+}
+
+/// Gx and S6b over an in-memory engine, built once (the machine only routes and validates
+/// with it; nothing here asks the engine).
+fn catalog() -> Arc<Catalog> {
+    static CATALOG: std::sync::OnceLock<Arc<Catalog>> = std::sync::OnceLock::new();
+    CATALOG
+        .get_or_init(|| {
+            let engine = crate::engine::Engine::new(
+                Arc::new(crate::store::memory::MemStore::new()),
+                crate::engine::EnginePolicy::default(),
+                Arc::new(crate::engine::SystemClock::default()),
+            );
+            Arc::new(Catalog::standard(Arc::new(engine)))
+        })
+        .clone()
+}
+
 fn peer_config() -> Arc<PeerConfig> {
     let mut c = PeerConfig::new("aaa.localdomain", "localdomain");
+    c.catalog = catalog();
     c.known_peers = vec![DIAMETER_PEER_HOST.into()];
     c.host_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     c.watchdog_jitter = Duration::ZERO;
