@@ -1,7 +1,7 @@
 //! The protocol-neutral request every front-end builds ([`AuthContext`]) and the engine's answer
 //! ([`Decision`]).
 //!
-//! Front-ends (RADIUS, Diameter Gx/S6b) decode their wire format into an [`AuthContext`]; the engine
+//! Front-ends (RADIUS, Diameter Gx/S6b; the EIR's S13 and N5g-eir through [`crate::eir`]) decode their wire format into an [`AuthContext`]; the engine
 //! never sees a packet, and the front-end never sees the store.
 
 use std::fmt;
@@ -17,12 +17,17 @@ pub enum Interface {
     S6b,
     /// Provisioning (events caused by the API, not by a session).
     Api,
+    /// Diameter S13: an MME's ME-Identity-Check at attach (the EIR; [`crate::eir`]).
+    S13,
+    /// N5g-eir: an AMF's equipment-status check at registration (the EIR; [`crate::eir`]).
+    #[serde(rename = "n5g_eir")]
+    N5gEir,
 }
 
 impl Interface {
     /// The interfaces whose requests the engine decides (not [`Interface::Api`]): the
     /// `interface` label values of the decision metrics.
-    pub const SESSIONS: [Self; 3] = [Self::Radius, Self::Gx, Self::S6b];
+    pub const SESSIONS: [Self; 5] = [Self::Radius, Self::Gx, Self::S6b, Self::S13, Self::N5gEir];
 
     /// Label for logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -31,6 +36,8 @@ impl Interface {
             Self::Gx => "gx",
             Self::S6b => "s6b",
             Self::Api => "api",
+            Self::S13 => "s13",
+            Self::N5gEir => "n5g_eir",
         }
     }
 }

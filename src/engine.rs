@@ -57,6 +57,10 @@ pub struct EnginePolicy {
     pub missing_imei_radius: MissingImeiPolicy,
     pub missing_imei_gx: MissingImeiPolicy,
     pub missing_imei_s6b: MissingImeiPolicy,
+    /// `unknown_sim` for the EIR interfaces (S13, N5g-eir), from `[eir] unknown_sim`: an EIR
+    /// answer of WHITELISTED or GREYLISTED is an accept here, BLACKLISTED or unknown a reject
+    /// (the EIR layer turns it into its own answer).
+    pub unknown_sim_eir: UnknownSimPolicy,
     /// Event kinds that some webhook wants: these also go to the alert outbox.
     pub alert_events: HashSet<EventKind>,
 }
@@ -68,6 +72,7 @@ impl Default for EnginePolicy {
             missing_imei_radius: MissingImeiPolicy::Reject,
             missing_imei_gx: MissingImeiPolicy::Reject,
             missing_imei_s6b: MissingImeiPolicy::Accept,
+            unknown_sim_eir: UnknownSimPolicy::Accept,
             alert_events: HashSet::new(),
         }
     }
@@ -80,6 +85,15 @@ impl EnginePolicy {
             Interface::Gx => self.missing_imei_gx,
             Interface::S6b => self.missing_imei_s6b,
             Interface::Api => MissingImeiPolicy::Accept,
+            // The EIR answers a missing IMEI itself (a protocol error); not reached.
+            Interface::S13 | Interface::N5gEir => MissingImeiPolicy::Reject,
+        }
+    }
+
+    fn unknown_sim(&self, interface: Interface) -> UnknownSimPolicy {
+        match interface {
+            Interface::S13 | Interface::N5gEir => self.unknown_sim_eir,
+            _ => self.unknown_sim,
         }
     }
 }
@@ -373,7 +387,7 @@ impl Engine {
                 },
             };
             let Some(sim) = sim else {
-                let reason = match (ctx.phase, policy.unknown_sim) {
+                let reason = match (ctx.phase, policy.unknown_sim(ctx.interface)) {
                     (Phase::Update | Phase::End, _) => Reason::SessionContinues,
                     (Phase::Start, UnknownSimPolicy::Accept) => Reason::UnknownSimAccepted,
                     (Phase::Start, UnknownSimPolicy::Reject) => Reason::UnknownSimRejected,

@@ -17,6 +17,7 @@ pub mod cli_docs;
 pub mod config;
 pub mod context;
 pub mod diameter;
+pub mod eir;
 pub mod engine;
 pub mod fuzzing;
 pub mod imei;

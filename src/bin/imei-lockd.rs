@@ -31,6 +31,7 @@ use imei_lockd::api;
 use imei_lockd::config::ClusterBackend;
 use imei_lockd::config::{parse_addr, Config};
 use imei_lockd::diameter::server::{DiameterReloader, DiameterService};
+use imei_lockd::eir::Eir;
 use imei_lockd::engine::{Clock, Engine, SystemClock};
 use imei_lockd::provisioning::{BillingSettings, Provisioner};
 use imei_lockd::radius::server::{RadiusReloader, RadiusService};
@@ -216,6 +217,8 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
         cfg.engine_policy(),
         clock.clone(),
     ));
+    // The EIR front-ends (S13, N5g-eir) ask the same engine through the EIR's policies.
+    let eir = Arc::new(Eir::new(engine.clone(), cfg.eir.policy()));
     let provisioner = Arc::new(
         Provisioner::new(
             store.clone(),
@@ -269,6 +272,7 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             radius: radius.reloader(),
             diameter: diameter.reloader(),
             engine: engine.clone(),
+            eir: eir.clone(),
             secrets: secrets.clone(),
         };
 
@@ -549,6 +553,7 @@ struct Reload {
     radius: RadiusReloader,
     diameter: DiameterReloader,
     engine: Arc<Engine>,
+    eir: Arc<Eir>,
     secrets: Arc<secrets::Secrets>,
 }
 
@@ -583,6 +588,7 @@ impl Reload {
         // ones it started with): keep the running set so events and delivery agree.
         policy.alert_events = self.running.engine_policy().alert_events;
         self.engine.set_policy(policy);
+        self.eir.set_policy(new.eir.policy());
         let mut stale = restart_needed(&self.running, new);
         stale.extend(self.secrets.reload(new));
         if !stale.is_empty() {
@@ -636,6 +642,8 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         metrics.listen,
         billing,
         alerts.webhooks,
+        eir.s13,
+        eir.n5g,
     )
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

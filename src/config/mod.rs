@@ -22,9 +22,11 @@ use crate::engine::{MissingImeiPolicy, UnknownSimPolicy};
 use crate::store::EventKind;
 
 pub mod cluster;
+pub mod eir;
 pub mod secrets;
 
 pub use cluster::{default_node_name, ClusterBackend, ClusterConfig, EtcdConfig};
+pub use eir::EirConfig;
 
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,7 @@ pub struct Config {
     pub billing: BillingConfig,
     pub alerts: AlertsConfig,
     pub cluster: ClusterConfig,
+    pub eir: EirConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -614,6 +617,7 @@ impl Config {
         secrets::check_tls_pair("api", &self.api.tls_cert, &self.api.tls_key)?;
         parse_addr("metrics.listen", &self.metrics.listen)?;
         secrets::check_tls_pair("metrics", &self.metrics.tls_cert, &self.metrics.tls_key)?;
+        self.eir.validate()?;
         parse_amount("billing.lock_fee", &self.billing.lock_fee)?;
         if self.billing.currency.len() != 3
             || !self
@@ -743,6 +747,7 @@ impl Config {
             missing_imei_radius: self.radius.missing_imei,
             missing_imei_gx: self.diameter.gx.missing_imei,
             missing_imei_s6b: self.diameter.s6b.missing_imei,
+            unknown_sim_eir: self.eir.unknown_sim.as_unknown_sim_policy(),
             alert_events: self
                 .alerts
                 .webhooks

@@ -141,7 +141,7 @@ pub fn tls_files(cert: &Option<PathBuf>, key: &Option<PathBuf>) -> Option<TlsFil
 
 /// Checks that `cert` and `key` (of `section`, `api` or `metrics`) make a TLS configuration,
 /// naming `section.tls_cert` or `section.tls_key`.
-fn check_tls(section: &str, files: &TlsFiles) -> Result<(), ConfigError> {
+pub(super) fn check_tls(section: &str, files: &TlsFiles) -> Result<(), ConfigError> {
     crate::tls::load(files)
         .map(|_| ())
         .map_err(|e: TlsFileError| {
@@ -207,6 +207,7 @@ impl Config {
                 check_tls(section, &files)?;
             }
         }
+        self.eir.read_files(&base)?;
         Ok(())
     }
 }

@@ -74,6 +74,14 @@ pub const FAMILIES: &[Family] = &[
          continue the cached revision).",
     ),
     family(
+        "imei_lockd_eir_answers_total",
+        Counter,
+        COUNT,
+        "Equipment checks answered by the EIR (interface s13 or n5g_eir), by status \
+         (whitelisted, blacklisted, greylisted, unknown) and cause (lock: the lock judged the \
+         device; unknown_sim, missing_imsi, malformed_imei: the [eir] policy of that name).",
+    ),
+    family(
         "imei_lockd_events_expired_total",
         Counter,
         COUNT,
@@ -115,7 +123,7 @@ pub const FAMILIES: &[Family] = &[
         "imei_lockd_decisions_total",
         Counter,
         COUNT,
-        "IMEI lock decisions by interface (radius, gx, s6b), decision (accept, reject) and \
+        "IMEI lock decisions by interface (radius, gx, s6b, s13, n5g_eir), decision (accept, reject) and \
          reason (the lock table's row: disabled, paired, pairing_no_imei, bound, match, \
          imei_mismatch, missing_imei_accepted, missing_imei, unknown_sim_accepted, unknown_sim, \
          session_continues).",
