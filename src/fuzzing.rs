@@ -25,6 +25,10 @@
 //! - [`csv_import`]: [`parse_import`]; accepted rows written back as CSV parse to the same rows.
 //! - [`s6b_user_name`]: [`nai::parse`] of an S6b User-Name; an IMSI read is 5–15 digits found
 //!   in the input, and its permanent and decorated forms read back the same IMSI.
+//! - [`s13`]: an S13 ME-Identity-Check-Request (any header is read as an ECR's) through the
+//!   ECR validation and [`s13::ecr_to_request`]; a mapped request names S13 and a 5–15 digit
+//!   IMSI found in User-Name, and every ECA built from it (each Equipment-Status, unknown, the
+//!   error answer) encodes and decodes.
 //! - [`store_value`]: [`encoding::decode`] of every stored record type (what a damaged or foreign
 //!   RocksDB value meets); a decoded value re-encodes and decodes to itself.
 
@@ -44,7 +48,7 @@ use crate::diameter::codec::validate::{
 };
 use crate::diameter::codec::{answer_for_error, Avp, Decoder, Header, Message, Origin, HEADER_LEN};
 use crate::diameter::peer::{Event, Peer, PeerConfig, Seed};
-use crate::diameter::{gx, nai, s6b};
+use crate::diameter::{gx, nai, s13, s6b};
 use crate::imei::{to_tbcd, Imei};
 use crate::radius::codec::{Packet, HEADER_LEN as RADIUS_HEADER_LEN};
 use crate::radius::{
@@ -69,13 +73,14 @@ pub const CSV_PROFILES: [&str; 2] = ["fleet", "iot"];
 pub type Target = (&'static str, fn(&[u8]));
 
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     ("radius", radius),
     ("diameter", diameter),
     ("imei", imei),
     ("csv_import", csv_import),
     ("store_value", store_value),
     ("s6b_user_name", s6b_user_name),
+    ("s13", s13),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -583,6 +588,62 @@ pub fn s6b_user_name(data: &[u8]) {
                 let back = nai::parse(&form).ok().and_then(|i| i.imsi());
                 assert_eq!(back.map(|i| i.as_str().to_owned()).as_deref(), Some(digits));
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// S13
+
+/// S13 entry point: a Diameter message whose header is taken as an ECR's (application 16777252,
+/// command 324, request), validated and mapped as the daemon does.
+pub fn s13(data: &[u8]) {
+    use crate::context::{Interface, PresentedImei};
+    use crate::eir::{EirAnswer, EquipmentStatus};
+
+    let Ok(mut msg) = own_decoder().decode(data) else {
+        return;
+    };
+    msg.header.application_id = s13::APP_S13;
+    msg.header.code = s13::CMD_ECR;
+    msg.header.flags = crate::diameter::codec::CommandFlags(
+        crate::diameter::codec::CommandFlags::REQUEST
+            | crate::diameter::codec::CommandFlags::PROXIABLE,
+    );
+    let o = origin();
+    if let Err(e) = validate(&msg, &s13::ECR) {
+        check_answer(&s13::error_answer(&msg, &o, &e));
+        return;
+    }
+    match s13::ecr_to_request(&msg) {
+        Ok(req) => {
+            assert_eq!(req.interface, Interface::S13);
+            if let Some(imsi) = &req.imsi {
+                let user_name = msg.find(dict::USER_NAME, 0).map(|u| u.data.as_slice());
+                assert_eq!(
+                    user_name,
+                    Some(imsi.as_bytes()),
+                    "the IMSI is the User-Name"
+                );
+            }
+            if let PresentedImei::Valid(p) = &req.imei {
+                assert!(p.imei.to_string().len() == 14);
+            }
+            for a in [
+                EirAnswer::Status(EquipmentStatus::Whitelisted),
+                EirAnswer::Status(EquipmentStatus::Blacklisted),
+                EirAnswer::Status(EquipmentStatus::Greylisted),
+                EirAnswer::Unknown,
+            ] {
+                let eca = s13::eca(&msg, &o, a);
+                check_answer(&eca);
+                assert!(eca.result_code().is_some() != eca.experimental_result().is_some());
+            }
+        }
+        Err(e) => {
+            let a = s13::error_answer(&msg, &o, &e);
+            check_answer(&a);
+            assert_eq!(a.result_code(), Some(e.result_code()));
         }
     }
 }

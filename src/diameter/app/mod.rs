@@ -5,8 +5,8 @@
 //! the CEA), which commands it serves ([`CommandSpec`]s: what each request must and may carry),
 //! how it answers a valid request, and how it shapes an error answer in its own format (a Gx
 //! CCA, an S6b AAA). It owns its dependencies (the engine, ...). Adding an application is one
-//! file implementing the trait plus its dictionary entries, and one line in
-//! [`Catalog::standard`].
+//! file implementing the trait plus its dictionary entries (S13: [`crate::diameter::s13`]), and
+//! one line in [`Catalog::from_config`] and [`KNOWN_COMMANDS`].
 //!
 //! The [`Catalog`] is built once at start from the configuration (which applications are
 //! enabled). The peer machine asks it which applications to advertise and which are common
@@ -29,10 +29,13 @@ use std::sync::Arc;
 pub use gx::Gx;
 pub use s6b::S6b;
 
+use crate::config::Config;
 use crate::context::{AuthContext, Decision};
 use crate::diameter::codec::{
     error_answer, CommandSpec, Message, MessageError, Origin, ResultCode,
 };
+use crate::diameter::s13::{self, S13};
+use crate::eir::Eir;
 use crate::engine::{Engine, EngineError};
 
 /// One Diameter application this daemon serves.
@@ -107,6 +110,16 @@ impl Catalog {
             Arc::new(Gx::new(engine.clone())),
             Arc::new(S6b::new(engine)),
         ])
+    }
+
+    /// The applications `cfg` enables: Gx and S6b always, S13 (over `eir`) when
+    /// `[eir.s13] enabled`. Read once at start (a changed `enabled` needs a restart).
+    pub fn from_config(cfg: &Config, engine: Arc<Engine>, eir: Arc<Eir>) -> Self {
+        let mut c = Self::standard(engine);
+        if cfg.eir.s13.enabled {
+            c.add(Arc::new(S13::new(eir)));
+        }
+        c
     }
 
     /// The application with this Application-Id.
@@ -187,7 +200,7 @@ impl Catalog {
 
 /// The command specs of every application this daemon knows, enabled or not (fuzzing and
 /// tests that have no catalog).
-pub static KNOWN_COMMANDS: &[&[CommandSpec]] = &[gx::COMMANDS, s6b::COMMANDS];
+pub static KNOWN_COMMANDS: &[&[CommandSpec]] = &[gx::COMMANDS, s6b::COMMANDS, s13::COMMANDS];
 
 /// The spec of (application, command) among [`KNOWN_COMMANDS`].
 pub fn known_spec(id: u32, code: u32) -> Option<&'static CommandSpec> {
