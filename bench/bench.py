@@ -163,7 +163,7 @@ def http(method, url, body=None, timeout=600):
 class Daemon:
     """imei-lockd with its own data directory and free loopback ports."""
 
-    def __init__(self, bins, pin, tmp, name="imei-lockd", peers=(), cache_entries=None):
+    def __init__(self, bins, pin, tmp, name="imei-lockd", peers=(), cache_entries=None, extra=""):
         self.bins, self.pin, self.tmp, self.name = bins, pin, tmp, name
         os.makedirs(tmp, exist_ok=True)
         self.ports = {k: free_port() for k in ("api", "metrics", "auth", "acct", "diameter")}
@@ -194,7 +194,7 @@ listen = "127.0.0.1:{self.ports['api']}"
 token = "{TOKEN}"
 [metrics]
 listen = "127.0.0.1:{self.ports['metrics']}"
-"""
+{extra}"""
             )
         self.proc = None
 
@@ -505,10 +505,14 @@ def bench_diameter(a, bins, pin, out):
     results = {}
     servers = []
 
-    def run_one(name, proc, port):
-        for n in conns:
+    def run_one(name, proc, port, s13=False):
+        for n in conns if not s13 else [max(conns)]:
             target = ["gx", "--target", f"127.0.0.1:{port}", "--connections", n, "--origin-host",
                       ",".join(hosts[:n]), "--sims", a.sims, "--window", a.window]
+            if s13:
+                # S13 ECRs (User-Name + Terminal-Information) for the same SIMs and devices.
+                target.append("--s13")
+                name = "imei-lockd S13"
             wait_answering(load, target, name)
             # One pass over every SIM: binds them (imei-lockd), warms the connections.
             load.run(target + ["--count", a.sims, "--duration", 600])
@@ -530,11 +534,15 @@ def bench_diameter(a, bins, pin, out):
     finally:
         echo.stop()
 
-    d = Daemon(bins, pin, os.path.join(tmp, "imei-lockd"), peers=hosts)
+    # S13 served too: after the Gx runs (which bind every SIM), ME-Identity-Check over the
+    # widest connection count, same daemon, same SIMs and devices (all WHITELISTED).
+    d = Daemon(bins, pin, os.path.join(tmp, "imei-lockd"), peers=hosts,
+               extra="[eir.s13]\nenabled = true\n")
     d.start()
     try:
         d.import_sims(a.sims)
         run_one("imei-lockd", d.proc, d.ports["diameter"])
+        run_one("imei-lockd", d.proc, d.ports["diameter"], s13=True)
     finally:
         d.stop()
 
@@ -542,6 +550,11 @@ def bench_diameter(a, bins, pin, out):
     for n in conns:
         summary[f"vs_ceiling_x{n}"] = ratio(results[f"imei-lockd ×{n}"]["peak"]["answers_per_s"],
                                             results[f"echo ×{n}"]["peak"]["answers_per_s"])
+    wide = max(conns)
+    s13_key = f"imei-lockd S13 ×{wide}"
+    summary[f"s13_vs_gx_per_cpu_x{wide}"] = ratio(
+        results[s13_key]["peak"]["answers_per_server_cpu_s"],
+        results[f"imei-lockd ×{wide}"]["peak"]["answers_per_server_cpu_s"])
     doc = {
         "bench": "diameter",
         "machine": machine(),
@@ -554,7 +567,7 @@ def bench_diameter(a, bins, pin, out):
     }
     m = doc["machine"]
     lines = [
-        f"Diameter Gx CCR-I over TCP, {a.sims} SIMs locked and bound, window {a.window} per connection; "
+        f"Diameter Gx CCR-I (and S13 ECR) over TCP, {a.sims} SIMs locked and bound, window {a.window} per connection; "
         f"{doc['pinning']}; {m['date_utc']}, load average {m['loadavg']}",
         "",
         "| server × connections | CCR/s (peak) | server CPU busy | server CPU s / 100k | CCR / server CPU s | 50 % rate | p50 | p99 | timeouts |",
@@ -567,6 +580,11 @@ def bench_diameter(a, bins, pin, out):
         target = " (target ≥ 100 000/s)" if n == 8 else ""
         lines.append(f"imei-lockd ×{n}: {fmt_int(peak)} CCR/s{target}, "
                      f"{summary[f'vs_ceiling_x{n}'] * 100:.0f} % of the echo ceiling")
+    s13r = results[s13_key]
+    lines.append(f"{s13_key}: {fmt_int(s13r['peak']['answers_per_s'])} ECR/s, "
+                 f"{fmt_int(s13r['peak']['answers_per_server_cpu_s'])} ECR per server CPU-second "
+                 f"({summary[f's13_vs_gx_per_cpu_x{wide}']:.2f}× Gx's CCR per server CPU-second), "
+                 f"p99 {s13r['half']['latency_us']['p99']:.0f} µs at 50 % of peak (target < 1 ms)")
     write_results(out, "diameter", doc, lines)
     shutil.rmtree(tmp, ignore_errors=True)
     return doc

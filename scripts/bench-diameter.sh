@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Diameter Gx CCR-I side by side over 1 and 8 TCP connections, one run, same load generator,
+# Diameter Gx CCR-I side by side over 1 and 8 TCP connections, then S13 ECR (ME-Identity-Check)
+# over the widest connection count on the same daemon, one run, same load generator,
 # server and load generator pinned to separate CPUs (taskset):
 #   (1) echo ceiling: `imei-lock-load echo-diameter` (CEA 2001, CCA 2001 for every CCR),
 #   (2) imei-lockd (release) on RocksDB, the same SIMs locked and bound.

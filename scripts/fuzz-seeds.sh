@@ -47,6 +47,11 @@ rm -rf "$C/diameter"
 python3 scripts/fuzz/diameter_seeds.py "$C/diameter"
 echo "diameter: $(ls "$C/diameter" | wc -l) seeds"
 
+# --- s13 --------------------------------------------------------------------------------------
+rm -rf "$C/s13"
+python3 scripts/fuzz/s13_seeds.py "$C/s13"
+echo "s13: $(ls "$C/s13" | wc -l) seeds"
+
 # --- imei -------------------------------------------------------------------------------------
 rm -rf "$C/imei" && mkdir -p "$C/imei"
 w() { printf '%b' "$2" > "$C/imei/$1"; }

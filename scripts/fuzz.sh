@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets (fuzz/fuzz_targets/): scripts/fuzz.sh [TARGET|all] [SECONDS] [JOBS]
-#   TARGET   radius, diameter, imei, csv_import, store_value, or all (default, one after another)
+#   TARGET   radius, diameter, imei, csv_import, store_value, s13, or all (default, one after another)
 #   SECONDS  per target (default 600)
 #   JOBS     parallel fuzzing processes per target (default 1)
 # Installs cargo-fuzz (cargo install --locked) when missing. Only stable Rust is needed:
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 TARGET=${1:-all}
 SECONDS_PER=${2:-600}
 JOBS=${3:-1}
-ALL=(radius diameter imei csv_import store_value)
+ALL=(radius diameter imei csv_import store_value s13)
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 

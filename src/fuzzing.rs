@@ -25,6 +25,10 @@
 //! - [`csv_import`]: [`parse_import`]; accepted rows written back as CSV parse to the same rows.
 //! - [`s6b_user_name`]: [`nai::parse`] of an S6b User-Name; an IMSI read is 5–15 digits found
 //!   in the input, and its permanent and decorated forms read back the same IMSI.
+//! - [`s13`]: an S13 ME-Identity-Check-Request (any header is read as an ECR's) through the
+//!   ECR validation and [`s13::ecr_to_request`]; a mapped request names S13 and a 5–15 digit
+//!   IMSI found in User-Name, and every ECA built from it (each Equipment-Status, unknown, the
+//!   error answer) encodes and decodes.
 //! - [`store_value`]: [`encoding::decode`] of every stored record type (what a damaged or foreign
 //!   RocksDB value meets); a decoded value re-encodes and decodes to itself.
 
@@ -37,13 +41,14 @@ use serde::Serialize;
 
 use crate::api::parse_import;
 use crate::context::{Decision, Reason};
+use crate::diameter::app::{known_spec, Catalog, KNOWN_COMMANDS};
 use crate::diameter::codec::dict::{self, AvpType, VENDOR_3GPP};
 use crate::diameter::codec::validate::{
-    self, spec_for, validate, APP_GX, APP_S6B, CMD_AAR, CMD_CCR, CMD_STR,
+    self, validate, APP_GX, APP_S6B, CMD_AAR, CMD_CCR, CMD_STR,
 };
 use crate::diameter::codec::{answer_for_error, Avp, Decoder, Header, Message, Origin, HEADER_LEN};
 use crate::diameter::peer::{Event, Peer, PeerConfig, Seed};
-use crate::diameter::{gx, nai, s6b};
+use crate::diameter::{gx, nai, s13, s6b};
 use crate::imei::{to_tbcd, Imei};
 use crate::radius::codec::{Packet, HEADER_LEN as RADIUS_HEADER_LEN};
 use crate::radius::{
@@ -68,13 +73,14 @@ pub const CSV_PROFILES: [&str; 2] = ["fleet", "iot"];
 pub type Target = (&'static str, fn(&[u8]));
 
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     ("radius", radius),
     ("diameter", diameter),
     ("imei", imei),
     ("csv_import", csv_import),
     ("store_value", store_value),
     ("s6b_user_name", s6b_user_name),
+    ("s13", s13),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -276,7 +282,10 @@ fn diameter_frame(dec: &Decoder, frame: &[u8]) {
     }
     let h = &msg.header;
     let session = msg.session_id();
-    for spec in validate::SPECS {
+    for spec in validate::BASE_SPECS
+        .iter()
+        .chain(KNOWN_COMMANDS.iter().flat_map(|c| c.iter()))
+    {
         let _ = validate(&msg, spec);
     }
     let Some(spec) = spec_for(h.application_id, h.code) else {
@@ -343,8 +352,33 @@ fn check_answer(m: &Message) {
     assert!(!back.is_request());
 }
 
+/// The spec of a request among the base protocol's and every known application's.
+fn spec_for(id: u32, code: u32) -> Option<&'static validate::CommandSpec> {
+    validate::BASE_SPECS
+        .iter()
+        .find(|s| s.application_id == id && s.code == code)
+        .or_else(|| known_spec(id, code))
+}
+
+/// Gx and S6b over an in-memory engine, built once (the machine only routes and validates
+/// with it; nothing here asks the engine).
+fn catalog() -> Arc<Catalog> {
+    static CATALOG: std::sync::OnceLock<Arc<Catalog>> = std::sync::OnceLock::new();
+    CATALOG
+        .get_or_init(|| {
+            let engine = crate::engine::Engine::new(
+                Arc::new(crate::store::memory::MemStore::new()),
+                crate::engine::EnginePolicy::default(),
+                Arc::new(crate::engine::SystemClock::default()),
+            );
+            Arc::new(Catalog::standard(Arc::new(engine)))
+        })
+        .clone()
+}
+
 fn peer_config() -> Arc<PeerConfig> {
     let mut c = PeerConfig::new("aaa.localdomain", "localdomain");
+    c.catalog = catalog();
     c.known_peers = vec![DIAMETER_PEER_HOST.into()];
     c.host_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     c.watchdog_jitter = Duration::ZERO;
@@ -554,6 +588,62 @@ pub fn s6b_user_name(data: &[u8]) {
                 let back = nai::parse(&form).ok().and_then(|i| i.imsi());
                 assert_eq!(back.map(|i| i.as_str().to_owned()).as_deref(), Some(digits));
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// S13
+
+/// S13 entry point: a Diameter message whose header is taken as an ECR's (application 16777252,
+/// command 324, request), validated and mapped as the daemon does.
+pub fn s13(data: &[u8]) {
+    use crate::context::{Interface, PresentedImei};
+    use crate::eir::{EirAnswer, EquipmentStatus};
+
+    let Ok(mut msg) = own_decoder().decode(data) else {
+        return;
+    };
+    msg.header.application_id = s13::APP_S13;
+    msg.header.code = s13::CMD_ECR;
+    msg.header.flags = crate::diameter::codec::CommandFlags(
+        crate::diameter::codec::CommandFlags::REQUEST
+            | crate::diameter::codec::CommandFlags::PROXIABLE,
+    );
+    let o = origin();
+    if let Err(e) = validate(&msg, &s13::ECR) {
+        check_answer(&s13::error_answer(&msg, &o, &e));
+        return;
+    }
+    match s13::ecr_to_request(&msg) {
+        Ok(req) => {
+            assert_eq!(req.interface, Interface::S13);
+            if let Some(imsi) = &req.imsi {
+                let user_name = msg.find(dict::USER_NAME, 0).map(|u| u.data.as_slice());
+                assert_eq!(
+                    user_name,
+                    Some(imsi.as_bytes()),
+                    "the IMSI is the User-Name"
+                );
+            }
+            if let PresentedImei::Valid(p) = &req.imei {
+                assert!(p.imei.to_string().len() == 14);
+            }
+            for a in [
+                EirAnswer::Status(EquipmentStatus::Whitelisted),
+                EirAnswer::Status(EquipmentStatus::Blacklisted),
+                EirAnswer::Status(EquipmentStatus::Greylisted),
+                EirAnswer::Unknown,
+            ] {
+                let eca = s13::eca(&msg, &o, a);
+                check_answer(&eca);
+                assert!(eca.result_code().is_some() != eca.experimental_result().is_some());
+            }
+        }
+        Err(e) => {
+            let a = s13::error_answer(&msg, &o, &e);
+            check_answer(&a);
+            assert_eq!(a.result_code(), Some(e.result_code()));
         }
     }
 }

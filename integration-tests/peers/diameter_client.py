@@ -20,6 +20,11 @@ Steps:
                                                      -> result_code, error_message,
                                                         experimental_result_code/_vendor_id
   str      {"imsi"?, "user_name"?, "session"}        -> result_code
+  ecr      {"imsi"?, "imei"?, "sv"?, "meid"? (hex), "terminal": true|false (default true)}
+           S13 ME-Identity-Check-Request; User-Name only when "imsi" is given
+                                                     -> result_code, equipment_status,
+                                                        experimental_result_code/_vendor_id,
+                                                        failed_avp, auth_session_state
   dwr      {}                                        -> result_code
   dpr      {}                                        -> result_code, closed
   wait_dwr {"timeout": s}                            -> got_dwr
@@ -39,6 +44,7 @@ from diameter.message import Message
 from diameter.message.avp import Avp
 from diameter.message.commands import (
     AaRequest,
+    MeIdentityCheckRequest,
     CapabilitiesExchangeRequest,
     CreditControlRequest,
     DeviceWatchdogAnswer,
@@ -54,6 +60,8 @@ from diameter.message.avp.grouped import (
 )
 from diameter.message.constants import (
     AVP_SERVICE_SELECTION,
+    AVP_TGPP_3GPP2_MEID,
+    AVP_TGPP_EQUIPMENT_STATUS,
     AVP_TGPP_IMEI,
     AVP_TGPP_SOFTWARE_VERSION,
     AVP_TGPP_TERMINAL_INFORMATION,
@@ -62,6 +70,7 @@ from diameter.message.constants import (
 
 APP_GX = 16777238
 APP_S6B = 16777272
+APP_S13 = 16777252
 
 
 def tbcd(digits):
@@ -186,6 +195,10 @@ class Client:
                 out["session_id"] = avp.value
             elif avp.code == 258:
                 out.setdefault("auth_application_id", avp.value)
+            elif avp.code == AVP_TGPP_EQUIPMENT_STATUS and avp.vendor_id == VENDOR_TGPP:
+                out["equipment_status"] = avp.value
+            elif avp.code == 277:
+                out["auth_session_state"] = avp.value
             elif avp.code == 297:
                 for k in avp.value:
                     if k.code == 266:
@@ -300,6 +313,28 @@ class Client:
         hbh = self.send(m, APP_S6B)
         return self.summary(self.wait_answer(hbh))
 
+    def ecr(self, step):
+        m = MeIdentityCheckRequest()
+        m.header.application_id = APP_S13
+        m.session_id = self.session(step)
+        m.auth_session_state = 1
+        self.origin(m)
+        m.destination_realm = b"localdomain"
+        if step.get("imsi") is not None:
+            m.user_name = step["imsi"]
+        if step.get("terminal", True):
+            kids = []
+            if step.get("imei") is not None:
+                kids.append(Avp.new(AVP_TGPP_IMEI, VENDOR_TGPP, value=step["imei"]))
+            if step.get("meid"):
+                kids.append(Avp.new(AVP_TGPP_3GPP2_MEID, VENDOR_TGPP,
+                                    value=bytes.fromhex(step["meid"])))
+            if step.get("sv"):
+                kids.append(Avp.new(AVP_TGPP_SOFTWARE_VERSION, VENDOR_TGPP, value=step["sv"]))
+            m.append_avp(Avp.new(AVP_TGPP_TERMINAL_INFORMATION, VENDOR_TGPP, value=kids))
+        hbh = self.send(m, APP_S13)
+        return self.summary(self.wait_answer(hbh, step.get("timeout", 10)))
+
     def dwr(self, step):
         m = DeviceWatchdogRequest()
         self.origin(m)
@@ -387,7 +422,7 @@ def stream(cfg):
     first = json.loads(sys.stdin.readline())
     cfg.update(first)
     c = Client(cfg)
-    ops = {"cer": c.cer, "ccr": c.ccr, "aar": c.aar, "dwr": c.dwr}
+    ops = {"cer": c.cer, "ccr": c.ccr, "aar": c.aar, "ecr": c.ecr, "dwr": c.dwr}
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -411,7 +446,7 @@ def main():
     cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else json.load(sys.stdin)
     c = Client(cfg)
     results = []
-    ops = {"cer": c.cer, "ccr": c.ccr, "aar": c.aar, "str": c.str_, "dwr": c.dwr,
+    ops = {"cer": c.cer, "ccr": c.ccr, "aar": c.aar, "str": c.str_, "ecr": c.ecr, "dwr": c.dwr,
            "dpr": c.dpr, "wait_dwr": c.wait_dwr, "wait_dpr": c.wait_dpr,
            "pipeline": c.pipeline, "expect_close": c.expect_close}
     for step in cfg["steps"]:

@@ -6,6 +6,8 @@
 //!   loop at `--rate` requests/s.
 //! - `gx`: CER, then Gx CCR-I (and, with `--terminate`, CCR-T for every session) over
 //!   `--connections` TCP connections, `--window` in flight each, answers matched by Hop-by-Hop id.
+//!   With `--s13`, S13 ME-Identity-Check-Requests (User-Name = IMSI, Terminal-Information with
+//!   IMEI and Software-Version) instead of CCR-I, on the same connections and pacing.
 //!
 //! - `echo-radius`, `echo-diameter`: the benchmark ceilings (`scripts/bench-radius.sh`,
 //!   `scripts/bench-diameter.sh`): trivial servers that answer every request with success and do
@@ -49,6 +51,7 @@ use imei_lockd::radius::vsa::encode_vsa;
 
 const APP_GX: u32 = 16_777_238;
 const APP_S6B: u32 = 16_777_272;
+const APP_S13: u32 = 16_777_252;
 
 /// Load generator for imei-lockd: RADIUS and Diameter Gx.
 #[derive(Parser, Debug)]
@@ -155,6 +158,10 @@ struct GxArgs {
     /// Follow every CCR-I with a CCR-T of the same session.
     #[arg(long)]
     terminate: bool,
+    /// Send S13 ME-Identity-Check-Requests instead of Gx CCR-I (the server must serve S13:
+    /// `[eir.s13] enabled = true`); `--terminate` does not apply.
+    #[arg(long)]
+    s13: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -561,6 +568,34 @@ fn ccr(
     Ok(m)
 }
 
+/// An S13 ECR: User-Name = IMSI, Terminal-Information { IMEI (14 digits), Software-Version }.
+fn ecr(
+    args: &GxArgs,
+    host: &str,
+    session: &str,
+    imsi: &str,
+    imeisv: &str,
+) -> Result<Message, String> {
+    let (imei, sv) = imeisv.split_at(imeisv.len().min(14));
+    let ti = Avp::grouped(
+        1401,
+        VENDOR_3GPP,
+        &[
+            Avp::utf8(1402, VENDOR_3GPP, imei),
+            Avp::utf8(1403, VENDOR_3GPP, if sv.is_empty() { "00" } else { sv }),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Message::request(324, APP_S13, true)
+        .with(Avp::utf8(dict::SESSION_ID, 0, session))
+        .with(Avp::u32(dict::AUTH_SESSION_STATE, 0, 1))
+        .with(Avp::utf8(dict::ORIGIN_HOST, 0, host))
+        .with(Avp::utf8(dict::ORIGIN_REALM, 0, &args.origin_realm))
+        .with(Avp::utf8(dict::DESTINATION_REALM, 0, &args.origin_realm))
+        .with(ti)
+        .with(Avp::utf8(dict::USER_NAME, 0, imsi)))
+}
+
 /// A Gx request in flight: when it was sent (or due), and the CCR-T to send after it.
 type Pending = (Instant, Option<(String, String)>);
 
@@ -601,6 +636,9 @@ fn gx_worker(args: Arc<GxArgs>, seed: u64, workers: usize) -> Result<Tally, Stri
         .with(Avp::utf8(dict::PRODUCT_NAME, 0, "imei-lock-load"))
         .with(vsai(APP_GX)?)
         .with(vsai(APP_S6B)?);
+    if args.s13 {
+        cer.push(vsai(APP_S13)?);
+    }
     cer.header.hop_by_hop = 1;
     cer.header.end_to_end = (seed as u32) << 20;
     conn.send(&cer)?;
@@ -661,8 +699,12 @@ fn gx_worker(args: Arc<GxArgs>, seed: u64, workers: usize) -> Result<Tally, Stri
                         started += 1;
                         let session = format!("{host};{seed};{k}");
                         k += workers as u64;
-                        let follow = args.terminate.then(|| (session.clone(), imsi.clone()));
-                        (ccr(&args, &host, &session, &imsi, &imeisv, 1)?, follow, due)
+                        if args.s13 {
+                            (ecr(&args, &host, &session, &imsi, &imeisv)?, None, due)
+                        } else {
+                            let follow = args.terminate.then(|| (session.clone(), imsi.clone()));
+                            (ccr(&args, &host, &session, &imsi, &imeisv, 1)?, follow, due)
+                        }
                     }
                     Err(later) => {
                         next_due = Some(later);

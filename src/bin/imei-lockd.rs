@@ -284,7 +284,13 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(radius.run(engine.clone(), stop_rx.clone()));
-        tasks.spawn(diameter.run(engine.clone(), stop_rx.clone()));
+        // The Diameter applications served, fixed at start ([eir.s13] enabled adds S13).
+        let catalog = Arc::new(imei_lockd::diameter::app::Catalog::from_config(
+            &cfg,
+            engine.clone(),
+            eir.clone(),
+        ));
+        tasks.spawn(diameter.run(catalog, stop_rx.clone()));
         if std::env::var_os("IMEI_LOCKD_TEST_HOLD_PROVISIONING").is_some() {
             // Test-only: accept requests but do not process them (crash tests).
             tracing::warn!(

@@ -19,7 +19,7 @@
 //! [`mod@crate::diameter::codec::validate`]) nor decide anything (the engine does).
 
 use crate::context::{AuthContext, Decision, Imsi, Interface, Phase, PresentedImei};
-use crate::diameter::codec::avp::missing;
+use crate::diameter::codec::avp_read::missing;
 use crate::diameter::codec::dict::{self, VENDOR_3GPP};
 use crate::diameter::codec::{
     answer_for_error, Avp, AvpList, Message, MessageError, Origin, ResultCode, APP_GX,

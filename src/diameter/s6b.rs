@@ -295,8 +295,10 @@ pub fn refusal_answer(aar: &Message, origin: &Origin, err: &S6bError) -> Message
 mod tests {
     use super::*;
     use crate::context::Reason;
+    use crate::diameter::app::known_spec as spec_for;
+    use crate::diameter::app::s6b::{AAR as S6B_AAR, STR as S6B_STR};
     use crate::diameter::codec::tests::vector;
-    use crate::diameter::codec::validate::{self, spec_for, S6B_AAR, S6B_STR};
+    use crate::diameter::codec::validate;
     use crate::diameter::codec::Decoder;
 
     fn origin() -> Origin {

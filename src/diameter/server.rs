@@ -5,7 +5,6 @@
 //! - [`listen`]: binding `[diameter] listen` (TCP, kernel one-to-one SCTP).
 //! - `conn`: one connection: framing, the peer machine, timers, the single writer, requests in
 //!   flight.
-//! - `app`: Gx/S6b requests to answers through the engine (run on the blocking pool).
 //! - [`series`]: the label values of the shell's metrics, registered at 0 at bind.
 //! - `refusal`: the rate-limited WARN line of a refused peer.
 //!
@@ -33,7 +32,6 @@
 //!
 //! This module does not initiate connections to peers (we are the responder side only).
 
-mod app;
 mod conn;
 pub mod listen;
 mod refusal;
@@ -52,8 +50,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::config::{parse_cidr, Config};
+use crate::diameter::app::Catalog;
 use crate::diameter::peer::{DuplicateCache, PeerConfig};
-use crate::engine::Engine;
 
 use listen::Bound;
 
@@ -108,8 +106,14 @@ const REFUSAL_LOG_CAPACITY: usize = 4096;
 impl Shared {
     /// Our configuration for a connection from `remote` accepted on `local`: only peers whose
     /// `address` admits `remote` are known on it.
-    fn peer_config(&self, remote: IpAddr, local: IpAddr) -> Arc<PeerConfig> {
+    fn peer_config(
+        &self,
+        remote: IpAddr,
+        local: IpAddr,
+        catalog: &Arc<Catalog>,
+    ) -> Arc<PeerConfig> {
         let mut c = self.template.clone();
+        c.catalog = catalog.clone();
         let peers = self.peers.read().clone();
         c.known_peers = peers
             .iter()
@@ -228,9 +232,10 @@ impl DiameterService {
         }
     }
 
-    /// Serves until `stop` becomes true, then disconnects every peer (DPR) and returns once
-    /// all connections are closed (or after the DPA timeout and a grace second).
-    pub async fn run(self, engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    /// Serves the applications of `catalog` (built once at start from the configuration, see
+    /// [`Catalog::standard`]) until `stop` becomes true, then disconnects every peer (DPR) and
+    /// returns once all connections are closed (or after the DPA timeout and a grace second).
+    pub async fn run(self, catalog: Arc<Catalog>, mut stop: watch::Receiver<bool>) {
         let conn_slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         // Every connection task holds a clone; `recv` returns `None` once all are gone.
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
@@ -239,7 +244,7 @@ impl DiameterService {
             accepting.spawn(accept_loop(
                 b,
                 self.shared.clone(),
-                engine.clone(),
+                catalog.clone(),
                 stop.clone(),
                 conn_slots.clone(),
                 alive_tx.clone(),
@@ -263,7 +268,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn accept_loop(
     b: Bound,
     shared: Arc<Shared>,
-    engine: Arc<Engine>,
+    catalog: Arc<Catalog>,
     mut stop: watch::Receiver<bool>,
     conn_slots: Arc<Semaphore>,
     alive: mpsc::Sender<()>,
@@ -302,7 +307,7 @@ async fn accept_loop(
                     remote,
                     transport: b.transport,
                     shared: shared.clone(),
-                    engine: engine.clone(),
+                    catalog: catalog.clone(),
                 };
                 let stop = stop.clone();
                 let alive = alive.clone();

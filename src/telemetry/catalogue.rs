@@ -229,7 +229,7 @@ pub const FAMILIES: &[Family] = &[
         "imei_lockd_diameter_answers_total",
         Counter,
         COUNT,
-        "Diameter answers sent, by application (gx, s6b, base) and Result-Code (none: the answer \
+        "Diameter answers sent, by application (gx, s6b, s13, base; other: an application not served) and Result-Code (none: the answer \
          carries none); 5003 is a lock reject, 3004 too busy, 5012 an engine failure.",
     ),
     family(

@@ -2,7 +2,7 @@
 //! applications' commands may carry it at the top level.
 //!
 //! Sources: RFC 6733 §4.5 (base), RFC 4006 (DCCA), RFC 5447/5777 (MIP6), 3GPP TS 29.212 (Gx),
-//! TS 29.061 (3GPP-* RADIUS-derived AVPs), TS 29.272/29.273 (S6a/S6b/SWx). Types only matter for
+//! TS 29.061 (3GPP-* RADIUS-derived AVPs), TS 29.272/29.273 (S6a/S13/S6b/SWx). Types only matter for
 //! the length checks of [`mod@super::validate`]; 3GPP AVPs listed only so that their 'M' bit is not
 //! answered with 5001 are typed [`AvpType::OctetString`] (no check), as are all AVPs whose
 //! exact type does not matter to us.
@@ -39,6 +39,8 @@ impl Apps {
     pub const S6B: Self = Self(4);
     /// Gx and S6b.
     pub const GX_S6B: Self = Self(2 | 4);
+    /// S13 (TS 29.272 §5.3) ECR.
+    pub const S13: Self = Self(8);
 
     /// True when the sets intersect.
     pub fn overlaps(self, other: Self) -> bool {
@@ -116,6 +118,10 @@ pub const TERMINAL_INFORMATION: u32 = 1401;
 pub const IMEI: u32 = 1402;
 /// Software-Version (TS 29.272), vendor 10415.
 pub const SOFTWARE_VERSION: u32 = 1403;
+/// Equipment-Status (TS 29.272 §7.3.51), vendor 10415.
+pub const EQUIPMENT_STATUS: u32 = 1445;
+/// 3GPP2-MEID (TS 29.272 §7.3.6), vendor 10415.
+pub const TGPP2_MEID: u32 = 1471;
 /// Context-Identifier (TS 29.272), vendor 10415.
 pub const CONTEXT_IDENTIFIER: u32 = 1423;
 /// APN-Configuration (TS 29.272), vendor 10415.
@@ -147,6 +153,9 @@ const B: Apps = Apps::BASE;
 const GX: Apps = Apps::GX;
 const S6: Apps = Apps::S6B;
 const GS: Apps = Apps::GX_S6B;
+const S13: Apps = Apps::S13;
+/// S6b and S13 (Terminal-Information and its children).
+const S6_S13: Apps = Apps(Apps::S6B.0 | Apps::S13.0);
 const V3: u32 = VENDOR_3GPP;
 
 /// The dictionary, sorted by (vendor, code).
@@ -249,11 +258,13 @@ pub static DICTIONARY: &[AvpDef] = &[
     d(1067, V3, "Usage-Monitoring-Information", Os, true, GX),
     d(1098, V3, "Application-Detection-Information", Os, true, GX),
     // TS 29.272 / 29.273.
-    d(1401, V3, "Terminal-Information", Gr, true, S6),
-    d(1402, V3, "IMEI", Ut, true, S6),
-    d(1403, V3, "Software-Version", Ut, true, S6),
+    d(1401, V3, "Terminal-Information", Gr, true, S6_S13),
+    d(1402, V3, "IMEI", Ut, true, S6_S13),
+    d(1403, V3, "Software-Version", Ut, true, S6_S13),
     d(1423, V3, "Context-Identifier", U32, true, S6),
     d(1430, V3, "APN-Configuration", Gr, true, S6),
+    d(1445, V3, "Equipment-Status", En, true, S13),
+    d(1471, V3, "3GPP2-MEID", Os, true, S6_S13),
     d(2050, V3, "PDN-Connection-Charging-ID", U32, true, GX),
     d(2051, V3, "Dynamic-Address-Flag", En, true, GX),
     d(2811, V3, "AN-GW-Status", En, true, GX),

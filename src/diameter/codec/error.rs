@@ -9,6 +9,7 @@
 use std::fmt;
 
 use super::avp::Avp;
+pub use super::avp::EncodeError;
 
 /// A Diameter Result-Code (RFC 6733 §7.1).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -253,24 +254,4 @@ impl MessageError {
             other => other,
         }
     }
-}
-
-/// Encoding failed: a length does not fit its field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EncodeError {
-    /// An AVP's length exceeds the 24-bit AVP Length field.
-    #[error("AVP {code} is too long to encode ({len} bytes)")]
-    AvpTooLong {
-        /// AVP code.
-        code: u32,
-        /// Its would-be length.
-        len: usize,
-    },
-    /// The message exceeds the 24-bit Message Length field.
-    #[error("message is too long to encode ({len} bytes)")]
-    MessageTooLong {
-        /// Its would-be length.
-        len: usize,
-    },
 }

@@ -20,7 +20,8 @@
 //! ```
 //! This module does not validate AVP values or decide which answer to send.
 
-use super::avp::{Avp, AvpList};
+use super::avp::Avp;
+use super::avp_read::AvpList;
 use super::dict;
 use super::error::{EncodeError, MessageError, ResultCode};
 use super::header::{CommandFlags, Decoder, Header, HEADER_LEN};

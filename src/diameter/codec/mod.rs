@@ -3,7 +3,10 @@
 //!
 //! # Layout
 //! - [`header`]: the 20-byte header, [`Decoder::peek_length`] for stream framing.
-//! - [`avp`]: AVPs, decoded through a checked cursor (`reader`), typed accessors.
+//! - [`avp`]: the AVP type and its encoding (the bottom layer: only the dictionary below it);
+//!   [`avp_decode`]: AVPs decoded through a checked cursor (`reader`); [`avp_read`]: typed
+//!   accessors. The import order is `dict` → `avp` → `error` → `header` → `avp_decode` /
+//!   `avp_read` → `message` → `validate`, with no circle.
 //! - [`message`]: [`Decoder::decode`], [`Message::encode`], answer builders.
 //! - [`dict`], [`mod@validate`]: what we understand and what each handled request must carry.
 //! - [`error`]: [`MessageError`], each variant carrying its Result-Code and Failed-AVP.
@@ -18,6 +21,8 @@
 //! are kept as raw bytes so that `encode(decode(m)) == m` (padding re-written as zeros).
 
 pub mod avp;
+pub mod avp_decode;
+pub mod avp_read;
 pub mod dict;
 pub mod error;
 pub mod header;
@@ -28,7 +33,8 @@ pub mod validate;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use avp::{Avp, AvpFlags, AvpList};
+pub use avp::{Avp, AvpFlags};
+pub use avp_read::AvpList;
 pub use dict::VENDOR_3GPP;
 pub use error::{EncodeError, LengthProblem, MessageError, ResultCode};
 pub use header::{CommandFlags, Decoder, Header, HEADER_LEN};

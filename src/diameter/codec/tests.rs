@@ -7,8 +7,17 @@ use proptest::prelude::*;
 
 use super::avp::padding;
 use super::dict::{self, VENDOR_3GPP};
-use super::validate::{self, spec_for, APP_GX};
+use super::validate::{self, APP_GX};
 use super::*;
+use crate::diameter::app::known_spec;
+
+/// The spec of a base protocol or known application request.
+fn spec_for(id: u32, code: u32) -> Option<&'static validate::CommandSpec> {
+    validate::BASE_SPECS
+        .iter()
+        .find(|s| s.application_id == id && s.code == code)
+        .or_else(|| known_spec(id, code))
+}
 use crate::imei::Imei;
 
 /// One vector message: file name, 1-based line, bytes.
@@ -292,7 +301,8 @@ fn nesting_depth_is_capped() {
 
 #[test]
 fn validation_errors() {
-    use validate::{validate, DWR, GX_CCR};
+    use crate::diameter::app::gx::CCR as GX_CCR;
+    use validate::{validate, DWR};
     let base = || {
         Message::request(280, 0, false)
             .with(Avp::utf8(dict::ORIGIN_HOST, 0, "pgw"))
@@ -348,7 +358,7 @@ fn error_answer_shape() {
         realm: "realm".into(),
         state_id: Some(9),
     };
-    let err = super::avp::missing(dict::CC_REQUEST_NUMBER, 0);
+    let err = super::avp_read::missing(dict::CC_REQUEST_NUMBER, 0);
     let a = answer_for_error(&req.header, Some("s;1"), &origin, &err);
     assert!(!a.is_request() && a.header.flags.is_proxiable() && !a.header.flags.is_error());
     let codes: Vec<u32> = a.avps.iter().map(|x| x.code).collect();

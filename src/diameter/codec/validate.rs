@@ -5,13 +5,18 @@
 //! MUST be rejected" (5001 DIAMETER_AVP_UNSUPPORTED, with the AVP in Failed-AVP). §7.1.5:
 //! 5004 DIAMETER_INVALID_AVP_VALUE, 5005 DIAMETER_MISSING_AVP, 5014 DIAMETER_INVALID_AVP_LENGTH.
 //!
+//! The specs of the base protocol's requests (CER, DWR, DPR) are here; each application lists
+//! its own ([`crate::diameter::app::Application::commands`]), so this module names no
+//! application.
+//!
 //! Only the top level of the commands we handle is checked ([`CommandSpec`]): the 'M' bit of
 //! an AVP is judged against the AVPs the command's application may carry, so a Gx CCR may carry
 //! the 3GPP AVPs real gateways send and an AVP that only S6b knows is still 5001 in a Gx CCR.
 //! Grouped AVPs' contents are not checked here (their structure was checked at decode), nor are
 //! AVP occurrence counts or order.
 
-use super::avp::{missing, Avp};
+use super::avp::Avp;
+use super::avp_read::missing;
 use super::dict::{self, Apps, AvpType};
 use super::error::MessageError;
 use super::message::Message;
@@ -54,7 +59,8 @@ pub struct CommandSpec {
     pub apps: Apps,
 }
 
-const ORIGIN: [(u32, u32); 2] = [(dict::ORIGIN_HOST, 0), (dict::ORIGIN_REALM, 0)];
+/// Origin-Host and Origin-Realm, required in every request.
+pub const ORIGIN: [(u32, u32); 2] = [(dict::ORIGIN_HOST, 0), (dict::ORIGIN_REALM, 0)];
 
 /// CER (RFC 6733 §5.3.1).
 pub const CER: CommandSpec = CommandSpec {
@@ -89,65 +95,8 @@ pub const DPR: CommandSpec = CommandSpec {
     apps: Apps::BASE,
 };
 
-/// Gx CCR (TS 29.212 §5.6.2).
-pub const GX_CCR: CommandSpec = CommandSpec {
-    name: "Gx CCR",
-    code: CMD_CCR,
-    application_id: APP_GX,
-    required: &[
-        (dict::SESSION_ID, 0),
-        (dict::AUTH_APPLICATION_ID, 0),
-        ORIGIN[0],
-        ORIGIN[1],
-        (dict::DESTINATION_REALM, 0),
-        (dict::CC_REQUEST_TYPE, 0),
-        (dict::CC_REQUEST_NUMBER, 0),
-    ],
-    apps: Apps(Apps::BASE.0 | Apps::GX.0),
-};
-
-/// S6b AAR (TS 29.273 §9.2.2.1.1).
-pub const S6B_AAR: CommandSpec = CommandSpec {
-    name: "S6b AAR",
-    code: CMD_AAR,
-    application_id: APP_S6B,
-    required: &[
-        (dict::SESSION_ID, 0),
-        (dict::AUTH_APPLICATION_ID, 0),
-        ORIGIN[0],
-        ORIGIN[1],
-        (dict::DESTINATION_REALM, 0),
-        (dict::AUTH_REQUEST_TYPE, 0),
-        (dict::USER_NAME, 0),
-    ],
-    apps: Apps(Apps::BASE.0 | Apps::S6B.0),
-};
-
-/// S6b STR (TS 29.273 §9.2.2.3.1).
-pub const S6B_STR: CommandSpec = CommandSpec {
-    name: "S6b STR",
-    code: CMD_STR,
-    application_id: APP_S6B,
-    required: &[
-        (dict::SESSION_ID, 0),
-        ORIGIN[0],
-        ORIGIN[1],
-        (dict::DESTINATION_REALM, 0),
-        (dict::AUTH_APPLICATION_ID, 0),
-        (dict::TERMINATION_CAUSE, 0),
-    ],
-    apps: Apps(Apps::BASE.0 | Apps::S6B.0),
-};
-
-/// The request commands this daemon handles.
-pub static SPECS: &[CommandSpec] = &[CER, DWR, DPR, GX_CCR, S6B_AAR, S6B_STR];
-
-/// The spec for a request's (application, command), if we handle it.
-pub fn spec_for(application_id: u32, code: u32) -> Option<&'static CommandSpec> {
-    SPECS
-        .iter()
-        .find(|s| s.application_id == application_id && s.code == code)
-}
+/// The base protocol's request specs.
+pub static BASE_SPECS: &[CommandSpec] = &[CER, DWR, DPR];
 
 /// Checks a request's top-level AVPs: unknown with 'M' → 5001, known with data not fitting its
 /// type → 5014/5004, required but absent → 5005. The first error in message order wins (5005

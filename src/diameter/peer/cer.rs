@@ -103,10 +103,10 @@ fn read(cfg: &PeerConfig, cer: &Message) -> Result<PeerInfo, Reject> {
         auth_applications: auth,
         acct_applications: acct,
     };
-    if !cfg.applications.iter().any(|&app| info.supports(app)) {
+    if !cfg.catalog.iter().any(|app| info.supports(app.id())) {
         return Err((
             ResultCode::NO_COMMON_APPLICATION,
-            "no common application (Gx 16777238 or S6b 16777272)".to_owned(),
+            format!("no common application ({})", cfg.catalog.describe()),
             None,
         ));
     }
@@ -140,11 +140,13 @@ pub(crate) fn capability_avps(cfg: &PeerConfig) -> Vec<Avp> {
         v.push(Avp::u32(dict::ORIGIN_STATE_ID, 0, s));
     }
     v.push(Avp::u32(dict::SUPPORTED_VENDOR_ID, 0, VENDOR_3GPP));
-    for &app in &cfg.applications {
-        let kids = [
-            Avp::u32(dict::VENDOR_ID, 0, VENDOR_3GPP),
-            Avp::u32(dict::AUTH_APPLICATION_ID, 0, app),
-        ];
+    for app in cfg.catalog.iter() {
+        let auth = Avp::u32(dict::AUTH_APPLICATION_ID, 0, app.id());
+        if !app.vendor_specific() {
+            v.push(auth);
+            continue;
+        }
+        let kids = [Avp::u32(dict::VENDOR_ID, 0, VENDOR_3GPP), auth];
         // Two 12-byte children never exceed the AVP length field.
         if let Ok(g) = Avp::grouped(dict::VENDOR_SPECIFIC_APPLICATION_ID, 0, &kids) {
             v.push(g);

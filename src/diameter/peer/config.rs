@@ -1,9 +1,11 @@
 //! Peer configuration and what we learn of a peer from its CER.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::diameter::codec::{Origin, APP_GX, APP_RELAY, APP_S6B};
+use crate::diameter::app::Catalog;
+use crate::diameter::codec::{Origin, APP_RELAY};
 
 /// Product-Name we advertise.
 pub const PRODUCT_NAME: &str = "imei-lockd";
@@ -22,9 +24,8 @@ pub struct PeerConfig {
     pub firmware_revision: u32,
     /// Origin-Hosts allowed to connect (compared ASCII case-insensitively).
     pub known_peers: Vec<String>,
-    /// Auth applications we serve (Gx and S6b), advertised as Vendor-Specific-Application-Id
-    /// with Vendor-Id 10415.
-    pub applications: Vec<u32>,
+    /// The applications we serve: advertised in the CEA, routed to and validated against.
+    pub catalog: Arc<Catalog>,
     /// Tw (RFC 3539 §3.4.1; default 30 s, not below 6 s).
     pub watchdog: Duration,
     /// Largest |jitter| added to each Tw (RFC 3539: ±2 s). Zero makes timers exact.
@@ -38,7 +39,7 @@ pub struct PeerConfig {
 }
 
 impl PeerConfig {
-    /// Defaults: Gx and S6b, Tw 30 s ± 2 s, CER timeout 10 s, DPA timeout 5 s, 64 KiB cap.
+    /// Defaults: no application (set [`catalog`](Self::catalog)), Tw 30 s ± 2 s, CER timeout 10 s, DPA timeout 5 s, 64 KiB cap.
     pub fn new(origin_host: &str, origin_realm: &str) -> Self {
         Self {
             origin: Origin {
@@ -51,7 +52,7 @@ impl PeerConfig {
             product_name: PRODUCT_NAME.to_owned(),
             firmware_revision: 1,
             known_peers: Vec::new(),
-            applications: vec![APP_GX, APP_S6B],
+            catalog: Arc::new(Catalog::default()),
             watchdog: Duration::from_secs(30),
             watchdog_jitter: Duration::from_secs(2),
             cer_timeout: Duration::from_secs(10),

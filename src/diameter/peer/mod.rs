@@ -32,10 +32,12 @@
 //!   ([`Event::Recovered`]); a further expiry closes it ([`CloseReason::WatchdogExpired`]).
 //! - DPR → DPA 2001 then close. [`Peer::begin_disconnect`] sends DPR and waits up to
 //!   `dpa_timeout` for the DPA.
-//! - Application requests while Open (or Closing): an unsupported application → 3007, an
-//!   unsupported command → 3001, a request failing [`validate`] → its error in the
-//!   application's answer format; otherwise [`Event::Request`] for the application layer,
-//!   which answers through the shell.
+//! - Application requests while Open (or Closing) are routed through the configured
+//!   [`Catalog`](crate::diameter::app::Catalog): an application it does not serve (or the peer
+//!   did not advertise) → 3007, a command the application does not list → 3001, a request
+//!   failing [`validate`] against the application's spec → its error in the application's
+//!   answer format; otherwise [`Event::Request`] for the application layer, which answers
+//!   through the shell. This machine names no application: it handles only the base protocol.
 //! - Answers are matched by Hop-by-Hop Identifier against the requests we sent (DWR, DPR);
 //!   others are discarded and counted ([`PeerStats::unmatched_answers`]).
 //! - Undecodable frames: requests are answered with the error ([`MessageError::result_code`],
@@ -52,15 +54,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::diameter::app::Application;
 use crate::diameter::codec::dict;
-use crate::diameter::codec::validate::{
-    self, spec_for, APP_BASE, CMD_CER, CMD_DPR, CMD_DWR, DPR, DWR,
-};
+use crate::diameter::codec::validate::{self, APP_BASE, CMD_CER, CMD_DPR, CMD_DWR, DPR, DWR};
 use crate::diameter::codec::{
     answer_for_error, error_answer, Avp, AvpList, Decoder, Header, Message, MessageError,
-    ResultCode, APP_GX, APP_S6B,
+    ResultCode,
 };
-use crate::diameter::{gx, s6b};
 
 pub use config::{PeerConfig, PeerInfo};
 pub use dup::{DuplicateCache, Lookup};
@@ -115,7 +115,7 @@ pub enum CloseReason {
 pub enum Event {
     /// Capabilities exchanged.
     Open(PeerInfo),
-    /// A valid Gx or S6b request to evaluate and answer.
+    /// A valid application request to evaluate and answer.
     Request(Box<Message>),
     /// RFC 3539 SUSPECT: the watchdog went unanswered.
     Suspect,
@@ -395,14 +395,14 @@ impl Peer {
             (APP_BASE, CMD_DWR) => {
                 self.stats.dwr_received += 1;
                 if let Err(e) = validate::validate(&msg, &DWR) {
-                    return self.answer_error(&msg, &e);
+                    return self.answer_error(&msg, &e, None);
                 }
                 let a = self.base_answer(&h, ResultCode::SUCCESS);
                 self.queue(&a);
             }
             (APP_BASE, CMD_DPR) => {
                 if let Err(e) = validate::validate(&msg, &DPR) {
-                    return self.answer_error(&msg, &e);
+                    return self.answer_error(&msg, &e, None);
                 }
                 let cause = msg
                     .avps
@@ -416,18 +416,20 @@ impl Peer {
                 self.close(CloseReason::PeerDisconnect(cause));
             }
             (APP_BASE, _) => self.answer_code(&msg, ResultCode::COMMAND_UNSUPPORTED),
-            (app, code) => {
-                let ours = self.cfg.applications.contains(&app)
-                    && self.remote.as_ref().is_some_and(|r| r.supports(app));
-                if !ours {
+            (app_id, code) => {
+                let catalog = self.cfg.catalog.clone();
+                let app = catalog
+                    .get(app_id)
+                    .filter(|_| self.remote.as_ref().is_some_and(|r| r.supports(app_id)));
+                let Some(app) = app else {
                     return self.answer_code(&msg, ResultCode::APPLICATION_UNSUPPORTED);
-                }
-                let Some(spec) = spec_for(app, code) else {
+                };
+                let Some(spec) = app.commands().iter().find(|s| s.code == code) else {
                     return self.answer_code(&msg, ResultCode::COMMAND_UNSUPPORTED);
                 };
                 match validate::validate(&msg, spec) {
                     Ok(()) => self.events.push_back(Event::Request(Box::new(msg))),
-                    Err(e) => self.answer_error(&msg, &e),
+                    Err(e) => self.answer_error(&msg, &e, Some(app)),
                 }
             }
         }
@@ -521,13 +523,14 @@ impl Peer {
         self.queue(&a);
     }
 
-    fn answer_error(&mut self, msg: &Message, err: &MessageError) {
+    /// Answers a request that failed validation: in `app`'s format for a 5xxx, in the generic
+    /// format (RFC 6733 §7.2) for a 3xxx or a base protocol request.
+    fn answer_error(&mut self, msg: &Message, err: &MessageError, app: Option<&dyn Application>) {
         self.stats.error_answers += 1;
         let origin = &self.cfg.origin;
-        let a = match msg.header.application_id {
-            APP_GX if !err.result_code().is_protocol_error() => gx::error_answer(msg, origin, err),
-            APP_S6B if !err.result_code().is_protocol_error() => {
-                s6b::error_answer(msg, origin, err)
+        let a = match app {
+            Some(app) if !err.result_code().is_protocol_error() => {
+                app.error_answer(msg, origin, err)
             }
             _ => answer_for_error(&msg.header, msg.session_id(), origin, err),
         };

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::diameter::codec::dict::VENDOR_3GPP;
-use crate::diameter::codec::APP_RELAY;
+use crate::diameter::codec::{APP_GX, APP_RELAY, APP_S6B};
 
 const TW: Duration = Duration::from_secs(30);
 
 fn config() -> Arc<PeerConfig> {
     let mut c = PeerConfig::new("aaa.localdomain", "localdomain");
+    c.catalog = Arc::new(crate::diameter::app::tests::catalog());
     c.known_peers = vec!["pgw.localdomain".into()];
     c.host_ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     c.watchdog = TW;

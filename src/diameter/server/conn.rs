@@ -1,5 +1,5 @@
 //! One Diameter connection: frames bytes into the peer machine, drains its outputs, runs its
-//! timer, and answers application requests through the engine.
+//! timer, and answers application requests through the application [`Catalog`].
 //!
 //! # Tasks and channels
 //! - This task owns the read half and the [`Peer`]; it is the only one that decides what is
@@ -21,12 +21,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use super::listen::Transport;
-use super::{app, Shared, MAX_IN_FLIGHT};
+use super::{Shared, MAX_IN_FLIGHT};
+use crate::diameter::app::Catalog;
 use crate::diameter::codec::{error_answer, Decoder, Header, Message, ResultCode, HEADER_LEN};
 use crate::diameter::peer::{
     CloseReason, DisconnectCause, Event, Lookup, Peer, PeerConfig, PeerStats, Seed, State,
 };
-use crate::engine::Engine;
 use crate::telemetry::Handles;
 
 /// Messages queued to the writer before this task waits.
@@ -42,7 +42,8 @@ pub(super) struct ConnCtx {
     pub remote: SocketAddr,
     pub transport: Transport,
     pub shared: Arc<Shared>,
-    pub engine: Arc<Engine>,
+    /// The applications served, shared by every connection.
+    pub catalog: Arc<Catalog>,
 }
 
 /// An application answer, encoded, from a request task.
@@ -142,7 +143,7 @@ pub(super) async fn serve(stream: TcpStream, ctx: ConnCtx, mut stop: watch::Rece
     let local = stream
         .local_addr()
         .map_or_else(|_| ctx.remote.ip(), |a| a.ip());
-    let cfg = ctx.shared.peer_config(ctx.remote.ip(), local);
+    let cfg = ctx.shared.peer_config(ctx.remote.ip(), local, &ctx.catalog);
     let seed = Seed {
         unix_time_secs: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -333,7 +334,7 @@ impl Conn {
 
     async fn drain_outputs(&mut self) -> Option<CloseReason> {
         while let Some(t) = self.peer.poll_transmit() {
-            count_transmit(&t.bytes);
+            count_transmit(&self.ctx.catalog, &t.bytes);
             if self.out.send(t.bytes).await.is_err() {
                 self.peer.handle_transport_closed(Instant::now());
             }
@@ -407,7 +408,7 @@ impl Conn {
     /// A validated application request: duplicate check, admission, then a task.
     async fn dispatch(&mut self, msg: Message) {
         let h = msg.header;
-        let app = app::app_label(h.application_id);
+        let app = self.ctx.catalog.label(h.application_id);
         // Validation guarantees Origin-Host; the connection's peer is a fallback.
         let origin_host = msg
             .origin_host()
@@ -448,8 +449,8 @@ impl Conn {
             }
         }
         // A decision the engine makes from memory is answered here, without a task
-        // (app::answer_inline); the rest take the bounded path below.
-        if let Some(a) = app::answer_inline(&self.ctx.engine, &msg, &self.cfg.origin) {
+        // (Catalog::answer_inline); the rest take the bounded path below.
+        if let Some(a) = self.ctx.catalog.answer_inline(&msg, &self.cfg.origin) {
             let dup = &self.ctx.shared.dup;
             let Ok(bytes) = a.encode() else {
                 error("engine_task");
@@ -486,7 +487,7 @@ impl Conn {
             return;
         };
         let shared = self.ctx.shared.clone();
-        let engine = self.ctx.engine.clone();
+        let catalog = self.ctx.catalog.clone();
         let origin = self.cfg.origin.clone();
         let done = self.done_tx.clone();
         tokio::spawn(async move {
@@ -495,7 +496,7 @@ impl Conn {
             let answer = match slots.acquire_owned().await {
                 Ok(slot) => tokio::task::spawn_blocking(move || {
                     let _slot = slot;
-                    app::answer(&engine, &msg, &origin)
+                    catalog.answer(&msg, &origin)
                 })
                 .await
                 .ok(),
@@ -574,7 +575,7 @@ impl Conn {
 }
 
 /// Counts an answer the machine wrote (CEA, DWA, DPA, error answers) and logs errors.
-fn count_transmit(bytes: &[u8]) {
+fn count_transmit(catalog: &Catalog, bytes: &[u8]) {
     let Some((_, h)) = Header::parse_unchecked(bytes) else {
         return;
     };
@@ -582,12 +583,12 @@ fn count_transmit(bytes: &[u8]) {
         return;
     }
     let Ok(m) = Decoder::default().decode(bytes) else {
-        answered(app::app_label(h.application_id), None);
+        answered(catalog.label(h.application_id), None);
         return;
     };
     if let Some(c) = m.result_code().filter(|c| !c.is_success()) {
         tracing::info!(command = h.code, application = h.application_id,
             hop_by_hop = h.hop_by_hop, result_code = %c, "diameter error answer");
     }
-    answered(app::app_label(h.application_id), outcome(&m));
+    answered(catalog.label(h.application_id), outcome(&m));
 }
