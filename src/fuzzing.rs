@@ -27,6 +27,9 @@
 //!   in the input, and its permanent and decorated forms read back the same IMSI.
 //! - [`store_value`]: [`encoding::decode`] of every stored record type (what a damaged or foreign
 //!   RocksDB value meets); a decoded value re-encodes and decodes to itself.
+//! - [`n5g_query`]: [`parse_query`] of an N5g-eir equipment-status query; an accepted query
+//!   written back in its canonical form parses to the same query, an IMSI read is digits of the
+//!   input, and a refusal names `pei`, `supi`, `gpsi` or `query`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -36,7 +39,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::parse_import;
-use crate::context::{Decision, Reason};
+use crate::context::{Decision, PresentedImei, Reason};
 use crate::diameter::codec::dict::{self, AvpType, VENDOR_3GPP};
 use crate::diameter::codec::validate::{
     self, spec_for, validate, APP_GX, APP_S6B, CMD_AAR, CMD_CCR, CMD_STR,
@@ -45,6 +48,7 @@ use crate::diameter::codec::{answer_for_error, Avp, Decoder, Header, Message, Or
 use crate::diameter::peer::{Event, Peer, PeerConfig, Seed};
 use crate::diameter::{gx, nai, s6b};
 use crate::imei::{to_tbcd, Imei};
+use crate::n5g_eir::parse_query;
 use crate::radius::codec::{Packet, HEADER_LEN as RADIUS_HEADER_LEN};
 use crate::radius::{
     access_context, accounting_context, attr, auth, encode_accounting_response, encode_decision,
@@ -68,13 +72,14 @@ pub const CSV_PROFILES: [&str; 2] = ["fleet", "iot"];
 pub type Target = (&'static str, fn(&[u8]));
 
 /// The targets by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     ("radius", radius),
     ("diameter", diameter),
     ("imei", imei),
     ("csv_import", csv_import),
     ("store_value", store_value),
     ("s6b_user_name", s6b_user_name),
+    ("n5g_query", n5g_query),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -554,6 +559,49 @@ pub fn s6b_user_name(data: &[u8]) {
                 let back = nai::parse(&form).ok().and_then(|i| i.imsi());
                 assert_eq!(back.map(|i| i.as_str().to_owned()).as_deref(), Some(digits));
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// N5g-eir query
+
+/// N5g-eir entry point: [`parse_query`] on the input as text (lossy UTF-8: the daemon only
+/// ever sees the ASCII of a URI, and this feeds it odd octets too).
+pub fn n5g_query(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match parse_query(&text) {
+        Ok(q) => {
+            if let Some(imsi) = q.imsi {
+                assert!(text.contains(imsi.as_str()) || text.contains('%'));
+            }
+            let pei = match &q.pei {
+                PresentedImei::Valid(p) => match p.svn {
+                    Some(svn) => format!("imeisv-{}{svn:02}", p.imei),
+                    None => format!("imei-{}", p.imei.to_imei15()),
+                },
+                // Only a wrong check digit gets here: not rebuilt.
+                PresentedImei::Malformed(_) | PresentedImei::None => return,
+            };
+            let mut canon = format!("pei={pei}");
+            if let Some(i) = q.imsi {
+                canon.push_str(&format!("&supi=imsi-{i}"));
+            }
+            if let Some(m) = &q.msisdn {
+                canon.push_str(&format!("&gpsi=msisdn-{m}"));
+            }
+            assert_eq!(parse_query(&canon).ok(), Some(q), "{canon}");
+        }
+        Err(e) => {
+            assert!(
+                ["pei", "supi", "gpsi", "query"].contains(&e.param()),
+                "{e:?}"
+            );
+            assert!(
+                e.cause().ends_with("_MISSING")
+                    || e.cause().contains("INCORRECT")
+                    || e.cause() == "INVALID_QUERY_PARAM"
+            );
         }
     }
 }
