@@ -21,6 +21,8 @@ APT_TEST+=(curl)
 # Packaging test (integration-tests/packaging.rs): mmdebstrap makes the clean Debian root the
 # .deb and scripts/install.sh are installed into.
 APT_TEST+=(mmdebstrap)
+# N5g-eir tests and scripts/bench-n5g.sh: nghttp (HTTP/2 client) and h2load.
+APT_TEST+=(nghttp2-client)
 
 want=("${APT_BUILD[@]}")
 if [[ "${1:-}" == "--test" ]]; then

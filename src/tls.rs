@@ -136,6 +136,19 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsFileEr
 /// [`TlsFileError`] naming the file at fault; [`TlsFileError::Mismatch`] when the key is not
 /// the certificate's.
 pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsFileError> {
+    load_with_alpn(files, HTTP1)
+}
+
+/// ALPN of the API and metrics listeners.
+pub const HTTP1: &[&[u8]] = &[b"http/1.1"];
+/// ALPN of a listener that speaks HTTP/2 and HTTP/1.1 (N5g-eir), h2 preferred.
+pub const H2_AND_HTTP1: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// [`load`] with the ALPN protocols `alpn` (in the server's order of preference).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with_alpn(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsFileError> {
     let chain = read_cert_chain(&files.cert)?;
     let key = read_private_key(&files.key)?;
     let mismatch = |e: rustls::Error| TlsFileError::Mismatch {
@@ -150,7 +163,7 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsFileError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(mismatch)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 
@@ -162,6 +175,8 @@ pub struct ReloadableTls {
     /// The files and what they held when last loaded; replaced whole, read once per
     /// connection (a short read lock, never held across an await).
     current: RwLock<(TlsFiles, Arc<ServerConfig>)>,
+    /// The ALPN protocols offered ([`HTTP1`] unless built by [`ReloadableTls::with_alpn`]).
+    alpn: &'static [&'static [u8]],
 }
 
 impl ReloadableTls {
@@ -170,7 +185,19 @@ impl ReloadableTls {
     /// # Errors
     /// [`TlsFileError`] naming the file at fault.
     pub fn new(listener: &'static str, files: TlsFiles) -> Result<Self, TlsFileError> {
-        let config = load(&files)?;
+        Self::with_alpn(listener, files, HTTP1)
+    }
+
+    /// [`ReloadableTls::new`] offering the ALPN protocols `alpn` (kept across reloads).
+    ///
+    /// # Errors
+    /// [`TlsFileError`] naming the file at fault.
+    pub fn with_alpn(
+        listener: &'static str,
+        files: TlsFiles,
+        alpn: &'static [&'static [u8]],
+    ) -> Result<Self, TlsFileError> {
+        let config = load_with_alpn(&files, alpn)?;
         for result in ["ok", "error"] {
             metrics::counter!("imei_lockd_tls_reloads_total", "listener" => listener,
                 "result" => result)
@@ -186,6 +213,7 @@ impl ReloadableTls {
         Ok(Self {
             listener,
             current: RwLock::new((files, config)),
+            alpn,
         })
     }
 
@@ -206,7 +234,7 @@ impl ReloadableTls {
     /// # Errors
     /// The [`TlsFileError`], already logged.
     pub fn reload(&self, files: TlsFiles) -> Result<(), TlsFileError> {
-        match load(&files) {
+        match load_with_alpn(&files, self.alpn) {
             Ok(config) => {
                 tracing::info!(listener = self.listener, cert = %files.cert.display(),
                     key = %files.key.display(), "TLS certificate reloaded");

@@ -236,7 +236,8 @@ impl ApiToken {
         *self.0.write() = token.map(Arc::from);
     }
 
-    fn get(&self) -> Option<Arc<str>> {
+    /// The token now (`None`: none is asked for).
+    pub fn get(&self) -> Option<Arc<str>> {
         self.0.read().clone()
     }
 }

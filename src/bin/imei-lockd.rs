@@ -10,6 +10,8 @@
 //! file that does not load on SIGHUP is logged (naming the key) and the running
 //! configuration kept; keys that need a restart (listen addresses, ...) are logged as such.
 
+#[path = "imei-lockd/n5g.rs"]
+mod n5g;
 #[path = "imei-lockd/restore.rs"]
 mod restore;
 #[path = "imei-lockd/secrets.rs"]
@@ -135,6 +137,10 @@ fn main() -> ExitCode {
     // The token file is part of the configuration: unreadable (e.g. not readable by the unit's
     // user) is a configuration error, found by check-config too, not a restart loop.
     if let Err(e) = cfg.api_token() {
+        eprintln!("imei-lockd: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Err(e) = n5g::check(&cfg) {
         eprintln!("imei-lockd: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -272,6 +278,9 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
 
         let radius = RadiusService::bind(&cfg).await?;
         let diameter = DiameterService::bind(&cfg).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        // The AMF's EIR, when [eir.n5g] listen is set.
+        let n5g = n5g::start(&cfg, eir.clone(), stopped(stop_rx.clone()), &mut tasks).await?;
         let reload = Reload {
             path: path.to_path_buf(),
             running: cfg.clone(),
@@ -280,9 +289,9 @@ fn run(cfg: Config, path: &Path) -> Result<(), String> {
             engine: engine.clone(),
             eir: eir.clone(),
             secrets: secrets.clone(),
+            n5g,
         };
 
-        let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(radius.run(engine.clone(), stop_rx.clone()));
         // The Diameter applications served, fixed at start ([eir.s13] enabled adds S13).
         let catalog = Arc::new(imei_lockd::diameter::app::Catalog::from_config(
@@ -564,6 +573,7 @@ struct Reload {
     engine: Arc<Engine>,
     eir: Arc<Eir>,
     secrets: Arc<secrets::Secrets>,
+    n5g: n5g::N5gRuntime,
 }
 
 impl Reload {
@@ -600,6 +610,8 @@ impl Reload {
         self.eir.set_policy(new.eir.policy());
         let mut stale = restart_needed(&self.running, new);
         stale.extend(self.secrets.reload(new));
+        // The N5g-eir token and certificate are applied; its listener needs a restart.
+        stale.extend(self.n5g.reload(&self.running, new));
         if !stale.is_empty() {
             tracing::warn!(keys = %stale.join(", "),
                 "configuration keys changed that only take effect after a restart");
@@ -652,7 +664,6 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         billing,
         alerts.webhooks,
         eir.s13,
-        eir.n5g,
     )
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

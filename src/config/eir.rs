@@ -48,7 +48,7 @@ pub struct S13Config {
 }
 
 /// `[eir.n5g]`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct N5gConfig {
     /// `ADDR:PORT` of the HTTP/2 listener; absent: N5g-eir is not served.
@@ -59,9 +59,26 @@ pub struct N5gConfig {
     /// PEM certificate chain: with `tls_key`, N5g-eir is served over TLS only.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// A connection that completes no request within this many seconds (after it opened, or
+    /// after its last answer) is closed: silent, slow and idle clients alike.
+    pub idle_timeout_s: u64,
     /// The token read from `token_file` when the configuration was loaded.
     #[serde(skip)]
     pub token_from_file: Option<String>,
+}
+
+impl Default for N5gConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token: None,
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            idle_timeout_s: 30,
+            token_from_file: None,
+        }
+    }
 }
 
 impl N5gConfig {
@@ -98,6 +115,12 @@ impl EirConfig {
     /// [`ConfigError::Invalid`] for the first bad value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.n5g.listen_addr()?;
+        if !(1..=3600).contains(&self.n5g.idle_timeout_s) {
+            return Err(invalid(
+                "eir.n5g.idle_timeout_s",
+                "must be 1 to 3600 seconds",
+            ));
+        }
         match (&self.n5g.token, &self.n5g.token_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -202,6 +225,7 @@ mod tests {
                 "eir.n5g.token",
             ),
             ("[n5g]\ntoken = \"a\"", "eir.n5g.token"),
+            ("[n5g]\nidle_timeout_s = 0", "eir.n5g.idle_timeout_s"),
             (
                 "[n5g]\nlisten = \"127.0.0.1:8442\"\ntls_cert = \"/c.pem\"",
                 "eir.n5g",

@@ -81,6 +81,28 @@ pub const FAMILIES: &[Family] = &[
          (whitelisted, blacklisted, greylisted, unknown) and cause (lock: the lock judged the \
          device; unknown_sim, missing_imsi, malformed_imei: the [eir] policy of that name).",
     ),
+    // N5g-eir (src/n5g_eir/).
+    family(
+        "imei_lockd_n5g_requests_total",
+        Counter,
+        COUNT,
+        "N5g-eir requests answered, by HTTP status code (200 a status; 404 equipment unknown or \
+         no such resource; 400 bad query; 401 bad token; 405; 414; 500; 503 not serving or \
+         busy).",
+    ),
+    family(
+        "imei_lockd_n5g_request_duration_seconds",
+        Histogram,
+        SECONDS,
+        "Time N5g-eir took to answer one request, from its head received to its answer built.",
+    ),
+    family(
+        "imei_lockd_n5g_errors_total",
+        Counter,
+        COUNT,
+        "N5g-eir connections closed by a limit, by reason (idle_timeout: no request completed \
+         within eir.n5g.idle_timeout_s; too_many_connections).",
+    ),
     family(
         "imei_lockd_events_expired_total",
         Counter,
@@ -298,14 +320,14 @@ pub const FAMILIES: &[Family] = &[
         "imei_lockd_tls_reloads_total",
         Counter,
         COUNT,
-        "TLS certificate reloads on SIGHUP by listener (api, metrics) and result: ok, error (the \
+        "TLS certificate reloads on SIGHUP by listener (api, metrics, n5g_eir) and result: ok, error (the \
          files did not load; new connections keep the running certificate).",
     ),
     family(
         "imei_lockd_tls_handshake_failures_total",
         Counter,
         COUNT,
-        "TLS handshakes that failed on an HTTPS listener, by listener (api, metrics) and reason: \
+        "TLS handshakes that failed on an HTTPS listener, by listener (api, metrics, n5g_eir) and reason: \
          error (e.g. a plain-HTTP client), timeout, overload (too many handshakes at once).",
     ),
     // Provisioning (src/provisioning/).
