@@ -24,12 +24,12 @@
 //! puts its events and its charges as one key each instead of one key per SIM: etcd's cost is
 //! per key (raft entry size, MVCC index, bbolt page), and a SIM then costs one key (its
 //! record) instead of three. A bundle parses into the same cache changes its records would
-//! have; nodes' caches cannot tell the two apart. Charges are deleted only by retention, whole
-//! months (a charge bundle goes whole, with its month; a few bundles a transaction, so that
-//! the watch's `prev_kv` of the deletion stays small). An event bundle
-//! holds events of one time, which its key starts with, and is deleted whole by retention (a
-//! range delete up to a time takes exactly the bundles of events no newer); the watch's
-//! `prev_kv` says which events the deletion removes.
+//! have; nodes' caches cannot tell the two apart. An event bundle holds events of one time,
+//! which its key starts with, and is deleted whole by retention (a range delete up to a time
+//! takes exactly the bundles of events no newer). Charges are deleted only by retention, whole
+//! months: a charge bundle goes whole with its month, a few bundles a transaction (so that
+//! the deletion's watch message stays small). For either kind of bundle the watch's `prev_kv`
+//! says which records the deletion removes.
 //!
 //! **SIM bundles.** The SIMs a bulk write *creates* go in one `P/simbundle/` key too (an
 //! import of new SIMs is then a few keys a transaction, not one a SIM). A SIM's own key

@@ -266,3 +266,57 @@ fn sim_bundles_and_tombstones_parse_to_their_cache_changes() {
         Parsed::Other
     ));
 }
+
+/// Retention's deletions: a request's and a charge's own key name the record; a charge
+/// bundle's deletion, with its previous value, each of its rows, and without it is an error
+/// (the watch rebuilds).
+#[test]
+fn deleted_requests_charges_and_charge_bundles_name_their_records() {
+    let l = Layout::new("/p");
+    let imsi = Imsi::parse(b"001010000000001").unwrap();
+    match l.parse(&l.request(42), None, 9).unwrap() {
+        Parsed::Data(Change::DeleteRequest(42)) => {}
+        other => panic!("{other:?}"),
+    }
+    match l
+        .parse_deleted(&l.charge("2023-11", &imsi), None, 9)
+        .unwrap()
+    {
+        Parsed::Data(Change::DeleteCharge { month, imsi: i }) => {
+            assert_eq!((month.as_str(), i), ("2023-11", imsi));
+        }
+        other => panic!("{other:?}"),
+    }
+    let rows: Vec<Charge> = (1..=3)
+        .map(|n| Charge {
+            imsi: Imsi::parse(format!("00101000000000{n}").as_bytes()).unwrap(),
+            month: "2023-11".into(),
+            amount: "1.00".into(),
+            currency: "EUR".into(),
+            first_lock_at: 0,
+        })
+        .collect();
+    let key = l.charge_bundle("2023-11", 5, 1);
+    assert!(key.starts_with(&l.charge_bundles("2023-11")));
+    assert!(l.is_bundle_of_rows(&key));
+    assert!(!l.is_bundle_of_rows(&l.charge("2023-11", &imsi)));
+    let prev = encoding::encode(&rows);
+    match l.parse_deleted(&key, Some(&prev), 9).unwrap() {
+        Parsed::Bundle(changes) => assert_eq!(
+            changes,
+            rows.iter()
+                .map(|c| Change::DeleteCharge {
+                    month: c.month.clone(),
+                    imsi: c.imsi,
+                })
+                .collect::<Vec<_>>()
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(l.parse_deleted(&key, None, 9).is_err());
+    assert!(l.parse(&l.request(1), None, 9).is_ok());
+    assert!(l
+        .parse(b"/p/req/not-a-number", None, 9)
+        .is_err_and(|e| e.to_string().contains("request id")));
+    assert!(l.encode(&Change::DeleteRequest(1)).is_none());
+}

@@ -20,6 +20,7 @@
 
 mod applied;
 mod bundle;
+mod charges;
 mod connect;
 mod coordination;
 mod follow;
