@@ -18,7 +18,8 @@
 //!
 //! A check the engine can answer from memory is answered on the connection's task
 //! ([`Eir::check_in_memory`]); one that needs the store (a bind) runs [`Eir::check`] on the
-//! blocking pool, at most [`MAX_BLOCKING`] at once (beyond: 503).
+//! blocking pool, at most [`MAX_BLOCKING`] at once (a check waits up to [`BLOCKING_WAIT`] for
+//! its turn, then: 503).
 //!
 //! [`server`] is the HTTP shell: HTTP/2 with prior knowledge (h2c, how open5gs and free5GC
 //! call NFs) and HTTP/1.1 on the same port, or TLS with ALPN `h2` and `http/1.1`.
@@ -53,8 +54,11 @@ pub use server::{serve, ServeLimits};
 pub const PATH: &str = "/n5g-eir-eic/v1/equipment-status";
 /// Longest query accepted (beyond: 414).
 pub const MAX_QUERY: usize = 2048;
-/// Checks that need the store (binds) running at once; beyond: 503.
+/// Checks that need the store (binds) running at once; a check waits at most
+/// [`BLOCKING_WAIT`] for its turn, then gets a 503.
 pub const MAX_BLOCKING: usize = 64;
+/// How long a check that needs the store waits for one of the [`MAX_BLOCKING`] slots.
+pub const BLOCKING_WAIT: Duration = Duration::from_secs(1);
 
 /// A response.
 pub type Response = http::Response<Full<Bytes>>;
@@ -152,32 +156,38 @@ impl N5gEir {
         };
         let result = match self.eir.check_in_memory(&check) {
             Some(r) => r,
-            None => match self.blocking.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let eir = self.eir.clone();
-                    let joined = tokio::task::spawn_blocking(move || {
-                        let r = eir.check(&check);
-                        drop(permit);
-                        r
-                    })
-                    .await;
-                    match joined {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let p =
-                                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_FAILURE")
-                                    .detail("the check failed");
-                            tracing::error!(error = %e, "N5g-eir check task failed");
-                            return self.refuse(remote, "internal", p);
+            None => {
+                match tokio::time::timeout(BLOCKING_WAIT, self.blocking.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(permit)) => {
+                        let eir = self.eir.clone();
+                        let joined = tokio::task::spawn_blocking(move || {
+                            let r = eir.check(&check);
+                            drop(permit);
+                            r
+                        })
+                        .await;
+                        match joined {
+                            Ok(r) => r,
+                            Err(e) => {
+                                let p = Problem::new(
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    "SYSTEM_FAILURE",
+                                )
+                                .detail("the check failed");
+                                tracing::error!(error = %e, "N5g-eir check task failed");
+                                return self.refuse(remote, "internal", p);
+                            }
                         }
                     }
+                    Ok(Err(_)) | Err(_) => {
+                        let p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "NF_CONGESTION")
+                            .detail(format!("{MAX_BLOCKING} checks already wait for the store"));
+                        return self.refuse(remote, "busy", p);
+                    }
                 }
-                Err(_) => {
-                    let p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "NF_CONGESTION")
-                        .detail(format!("{MAX_BLOCKING} checks already wait for the store"));
-                    return self.refuse(remote, "busy", p);
-                }
-            },
+            }
         };
         match result {
             Ok(EirAnswer::Status(s)) => response::status(s),

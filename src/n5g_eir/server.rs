@@ -212,13 +212,7 @@ async fn serve_connection<I>(
             }
             _ = tick.tick(), if cut_at.is_none() => {
                 if activity.idle_for() >= limits.idle_timeout {
-                    metrics::counter!("imei_lockd_n5g_errors_total", "reason" => "idle_timeout")
-                        .increment(1);
-                    if let Some(admit) = log_limit.admit((remote.ip(), "idle_timeout"), Instant::now()) {
-                        tracing::info!(%remote, timeout_s = limits.idle_timeout.as_secs(),
-                            suppressed = admit.suppressed,
-                            "N5g-eir connection completed no request within eir.n5g.idle_timeout_s: closed");
-                    }
+                    idle_cut(remote, limits, log_limit);
                     conn.as_mut().graceful_shutdown();
                     cut_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
@@ -226,7 +220,29 @@ async fn serve_connection<I>(
             () = cut => break Ok(()),
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(%remote, error = %e, "N5g-eir connection ended with an error");
+    match result {
+        // HTTP/1.1's own header read timeout (the same limit) got there first.
+        Err(e)
+            if e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout) =>
+        {
+            idle_cut(remote, limits, log_limit);
+        }
+        Err(e) => tracing::debug!(%remote, error = %e, "N5g-eir connection ended with an error"),
+        Ok(()) => {}
+    }
+}
+
+/// Counts and logs (rate-limited) a connection cut for completing no request in time.
+fn idle_cut(
+    remote: SocketAddr,
+    limits: ServeLimits,
+    log_limit: &LogLimiter<(std::net::IpAddr, &'static str)>,
+) {
+    metrics::counter!("imei_lockd_n5g_errors_total", "reason" => "idle_timeout").increment(1);
+    if let Some(admit) = log_limit.admit((remote.ip(), "idle_timeout"), Instant::now()) {
+        tracing::info!(%remote, timeout_s = limits.idle_timeout.as_secs(),
+            suppressed = admit.suppressed,
+            "N5g-eir connection completed no request within eir.n5g.idle_timeout_s: closed");
     }
 }
