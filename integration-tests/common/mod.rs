@@ -18,6 +18,7 @@ pub mod pydiameter;
 pub mod radius;
 pub mod rng;
 pub mod testca;
+pub mod unit;
 pub mod webhook;
 pub mod workload;
 
