@@ -380,36 +380,11 @@ fn sighup_reloads_clients_peers_and_policies_and_refuses_a_bad_file() {
 /// any line about the unit fails the test too.
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "SKIPPED: systemd-analyze not installed (apt-get install systemd, or \
-             scripts/setup.sh --test)"
-        );
+    if !common::unit::systemd_analyze_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let unit = std::fs::read_to_string(repo_root().join("systemd/imei-lockd.service")).unwrap();
-    assert!(unit.contains("ExecStart=/usr/bin/imei-lockd "), "{unit}");
-    let copy = dir.path().join("imei-lockd.service");
-    std::fs::write(
-        &copy,
-        unit.replace(
-            "/usr/bin/imei-lockd ",
-            &format!("{} ", bin("imei-lockd").display()),
-        ),
-    )
-    .unwrap();
-    let (code, text) = common::output(Command::new("systemd-analyze").arg("verify").arg(&copy));
-    assert_eq!(code, 0, "{text}");
-    let about_unit: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("imei-lockd.service"))
-        .collect();
-    assert!(about_unit.is_empty(), "{text}");
+    common::unit::assert_unit_verifies(&unit, &bin("imei-lockd"));
 }
 
 fn install_sh(args: &[&str], env: &[(&str, &std::path::Path)]) -> (i32, String) {
@@ -492,23 +467,18 @@ fn install_sh_stages_binaries_unit_and_keeps_the_config() {
 /// configuration is a conffile, and the unit comes from systemd/ with maintainer scripts.
 #[test]
 fn deb_metadata_assets_exist() {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--offline",
-        ])
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::stdout_of(
+        Command::new(env!("CARGO"))
+            .args([
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+                "--offline",
+            ])
+            .current_dir(repo_root()),
     );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let package = &meta["packages"][0];
     let deb = &package["metadata"]["deb"];
     let bins: Vec<&str> = package["targets"]

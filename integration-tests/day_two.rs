@@ -321,22 +321,17 @@ fn billing_csv_is_streamed_with_the_bytes_the_export_always_had() {
     // imei-lockctl: the month as a table (header + one line per row), --json as before,
     // --csv the same bytes; a SIM's events as a table.
     let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(common::bin("imei-lockctl"))
-            .args([
-                "--api",
-                &format!("http://127.0.0.1:{}", d.ports.api),
-                "--token",
-                common::TOKEN,
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::stdout_of(
+            std::process::Command::new(common::bin("imei-lockctl"))
+                .args([
+                    "--api",
+                    &format!("http://127.0.0.1:{}", d.ports.api),
+                    "--token",
+                    common::TOKEN,
+                ])
+                .args(args),
         );
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8(out).unwrap()
     };
     let table = ctl(&["billing", &month]);
     let lines: Vec<&str> = table.lines().collect();

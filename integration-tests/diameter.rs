@@ -479,17 +479,12 @@ fn sctp_listener() {
             {"op": "dpr"},
         ],
     });
-    let out = Command::new(python())
-        .arg(common::pydiameter::client_script())
-        .arg(input.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::stdout_of(
+        Command::new(python())
+            .arg(common::pydiameter::client_script())
+            .arg(input.to_string()),
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
     let r = v["results"].as_array().unwrap();
     let codes: Vec<u64> = r[..4].iter().map(rc).collect();
     assert_eq!(codes, [2001, 2001, 5003, 2001], "{r:#?}");

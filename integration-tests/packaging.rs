@@ -133,6 +133,17 @@ fn deb_installs_upgrades_removes_and_purges_in_a_clean_root() {
         .path("/etc/systemd/system/multi-user.target.wants")
         .join(UNIT);
     assert!(wants.symlink_metadata().is_ok(), "not enabled:\n{out}");
+    // The unit as installed (where cargo-deb put it) verifies, its ExecStart= pointed at the
+    // installed binary.
+    if common::unit::systemd_analyze_available() {
+        let installed = ["/usr/lib/systemd/system/", "/lib/systemd/system/"]
+            .iter()
+            .map(|d| root.path(&format!("{d}{UNIT}")))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("no installed {UNIT}:\n{out}"));
+        let unit = std::fs::read_to_string(installed).unwrap();
+        common::unit::assert_unit_verifies(&unit, &root.path("/usr/bin/imei-lockd"));
+    }
     // No /proc in the chroot: the drop-in is installed, not applied, and that is said.
     assert!(root
         .read("/usr/lib/sysctl.d/60-imei-lockd.conf")
@@ -345,12 +356,7 @@ fn unit_runs_as_the_static_account_without_more_exposure() {
         !unit.lines().any(|l| l.starts_with("DynamicUser=")),
         "{unit}"
     );
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: systemd-analyze not installed (scripts/setup.sh --test)");
+    if !common::unit::systemd_analyze_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,8 @@ pub mod promtool;
 pub mod pydiameter;
 pub mod radius;
 pub mod rng;
+pub mod testca;
+pub mod unit;
 pub mod webhook;
 pub mod workload;
 
@@ -61,6 +63,18 @@ pub fn output(cmd: &mut Command) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// Runs `cmd` and returns its standard output; fails the test, with the standard error, when it
+/// exits non-zero.
+pub fn stdout_of(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// A free TCP port on 127.0.0.1 (also free for UDP, checked).

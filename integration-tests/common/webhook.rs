@@ -1,12 +1,11 @@
 //! A webhook receiver for alert tests: a tiny HTTP/1.1 server on loopback, plain or HTTPS (a
-//! test CA and a `localhost` certificate made with the `openssl` CLI at test time, served with
+//! test CA and a `localhost` certificate made at test time by [`super::testca`], served with
 //! rustls), that counts the POSTs to `/alerts` and keeps their headers and bodies (one request
 //! per connection: it answers with `Connection: close`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,90 +54,12 @@ pub struct TestPki {
 
 #[allow(dead_code)]
 impl TestPki {
-    /// Generates the CA and the certificate with the `openssl` CLI (scripts/setup.sh installs it).
+    /// Generates the CA and the certificate (see [`super::testca`]).
     pub fn generate() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        super::testca::make_ca(dir.path());
+        super::testca::make_cert(dir.path(), "srv", "localhost", "1001");
         let p = |n: &str| dir.path().join(n);
-        let ok = |args: &[&str], cwd: &Path| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(cwd)
-                .output()
-                .expect("openssl (scripts/setup.sh installs it)");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let d = dir.path();
-        ok(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=imei-lockd test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-            d,
-        );
-        ok(
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "srv.key",
-                "-out",
-                "srv.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-            d,
-        );
-        std::fs::write(
-            p("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        ok(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "srv.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "srv.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ],
-            d,
-        );
         Self {
             ca_pem: p("ca.pem"),
             cert_pem: p("srv.pem"),

@@ -13,10 +13,10 @@
 //! of [`Config::load`].
 //!
 //! # Layout
-//! This file holds [`Config`] (the list of sections) and [`Config::validate`]; the sections'
-//! structs and defaults are in [`sections`], value parsers in [`values`], loading and what is
-//! derived from a loaded configuration in [`load`]. This module does not start anything: the
-//! binaries read a [`Config`] and build the daemon from it.
+//! This file holds [`Config`] (the list of sections), [`Config::validate`] and what is derived
+//! from a configuration (the API token, the engine policy); the sections' structs and defaults
+//! are in [`sections`], value parsers in [`values`], loading in [`load`]. This module does not
+//! start anything: the binaries read a [`Config`] and build the daemon from it.
 
 use std::path::PathBuf;
 
@@ -34,6 +34,7 @@ mod values;
 
 pub use cluster::{default_node_name, ClusterBackend, ClusterConfig, EtcdConfig};
 pub use eir::EirConfig;
+
 pub use sections::{
     AlertsConfig, ApiConfig, BillingConfig, DiameterAppConfig, DiameterConfig, DiameterPeerConfig,
     LogConfig, LogFormat, MetricsConfig, NodeConfig, PolicyConfig, RadiusClientConfig,
@@ -244,6 +245,41 @@ impl Config {
         self.cluster.validate()?;
         self.retention.validate()?;
         Ok(())
+    }
+
+    /// The API token, from `api.token` or `api.token_file` (read by [`Config::load`]; read
+    /// here if it was not).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `api.token_file` when the file cannot be read.
+    pub fn api_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = &self.api.token {
+            return Ok(Some(t.clone()));
+        }
+        if let Some(t) = &self.api.token_from_file {
+            return Ok(Some(t.clone()));
+        }
+        match &self.api.token_file {
+            Some(path) => secrets::read_secret("api.token_file", path).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The engine policies this configuration asks for.
+    pub fn engine_policy(&self) -> crate::engine::EnginePolicy {
+        crate::engine::EnginePolicy {
+            unknown_sim: self.policy.unknown_sim,
+            missing_imei_radius: self.radius.missing_imei,
+            missing_imei_gx: self.diameter.gx.missing_imei,
+            missing_imei_s6b: self.diameter.s6b.missing_imei,
+            unknown_sim_eir: self.eir.unknown_sim.as_unknown_sim_policy(),
+            alert_events: self
+                .alerts
+                .webhooks
+                .iter()
+                .flat_map(|w| w.events.iter().filter_map(|e| e.parse().ok()))
+                .collect(),
+        }
     }
 }
 
