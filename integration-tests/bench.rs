@@ -89,12 +89,21 @@ fn bench_radius_smoke() {
 #[test]
 fn bench_diameter_smoke() {
     let (v, table) = smoke("bench-diameter.sh", "diameter", &["--connections", "1,2"]);
-    let expect = ["echo ×1", "echo ×2", "imei-lockd ×1", "imei-lockd ×2"];
+    // Gx over 1 and 2 connections against the echo ceiling, then S13 over the widest count.
+    let expect = [
+        "echo ×1",
+        "echo ×2",
+        "imei-lockd ×1",
+        "imei-lockd ×2",
+        "imei-lockd S13 ×2",
+    ];
     assert_eq!(v["servers"], serde_json::json!(expect), "{v}");
     for name in expect {
         all_answered(name, &v["results"][name], "2001");
     }
     assert!(table.contains("imei-lockd ×2"), "{table}");
+    let s13_vs_gx = v["summary"]["s13_vs_gx_per_cpu_x2"].as_f64().unwrap_or(0.0);
+    assert!(s13_vs_gx > 0.0, "{v}");
 }
 
 #[test]
