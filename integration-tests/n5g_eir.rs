@@ -166,32 +166,7 @@ fn lock_sim(d: &Daemon, imsi: &str) {
 
 /// radclient Access-Request for `imsi` in device `imeisv`: "Access-Accept" / "Access-Reject".
 fn radius(d: &Daemon, imsi: &str, imeisv: &str) -> String {
-    let attrs = format!(
-        "User-Name = \"{imsi}\"\n3GPP-IMSI = \"{imsi}\"\n3GPP-IMEISV = \"{imeisv}\"\n\
-         Called-Station-Id = \"iot.apn\"\n3GPP-RAT-Type = EUTRAN\nMessage-Authenticator = 0x00\n"
-    );
-    let mut child = Command::new("radclient")
-        .args(["-x", "-r", "1", "-t", "2"])
-        .arg(format!("127.0.0.1:{}", d.ports.radius_auth))
-        .args(["auth", "testing123"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("radclient (freeradius-utils)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(attrs.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("Received "))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or("no reply")
-        .to_owned()
+    common::radclient_access(d.ports.radius_auth, imsi, imeisv).unwrap_or_else(|| "no reply".into())
 }
 
 #[test]

@@ -266,32 +266,7 @@ fn s13_disabled_is_not_advertised_and_ecr_gets_3007() {
 
 /// radclient Access-Request with `imeisv`: "Access-Accept" / "Access-Reject" / None.
 fn radius(d: &Daemon, imsi: &str, imeisv: &str) -> Option<String> {
-    use std::io::Write;
-    let attrs = format!(
-        "User-Name = \"{imsi}\"\n3GPP-IMSI = \"{imsi}\"\n3GPP-IMEISV = \"{imeisv}\"\n\
-         Called-Station-Id = \"iot.apn\"\nMessage-Authenticator = 0x00\n"
-    );
-    let mut child = Command::new("radclient")
-        .args(["-x", "-r", "1", "-t", "3"])
-        .arg(format!("127.0.0.1:{}", d.ports.radius_auth))
-        .args(["auth", "testing123"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("radclient (Debian freeradius-utils: scripts/setup.sh --test)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(attrs.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("Received "))
-        .and_then(|l| l.split_whitespace().next())
-        .map(str::to_owned)
+    common::radclient_access(d.ports.radius_auth, imsi, imeisv)
 }
 
 #[test]

@@ -527,3 +527,34 @@ pub fn terminate_child(mut c: std::process::Child) -> Option<i32> {
     let _ = c.wait();
     None
 }
+
+/// A real radclient Access-Request (`testing123`) for `imsi` in device `imeisv` to the daemon's
+/// auth port: the answer's name ("Access-Accept", "Access-Reject"), or `None` without one.
+pub fn radclient_access(auth_port: u16, imsi: &str, imeisv: &str) -> Option<String> {
+    use std::io::Write;
+    let attrs = format!(
+        "User-Name = \"{imsi}\"\n3GPP-IMSI = \"{imsi}\"\n3GPP-IMEISV = \"{imeisv}\"\n\
+         Called-Station-Id = \"iot.apn\"\n3GPP-RAT-Type = EUTRAN\nMessage-Authenticator = 0x00\n"
+    );
+    let mut child = Command::new("radclient")
+        .args(["-x", "-r", "1", "-t", "3"])
+        .arg(format!("127.0.0.1:{auth_port}"))
+        .args(["auth", "testing123"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("radclient (Debian freeradius-utils: scripts/setup.sh --test)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(attrs.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Received "))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+}
