@@ -75,24 +75,7 @@ fn processed(api: &Api, method: &str, path: &str, body: Value) -> String {
 }
 
 fn import(api: &Api, imsis: &[&str]) -> String {
-    let mut csv = String::from("imsi,msisdn,profile,imei_management\n");
-    for i in imsis {
-        csv.push_str(&format!("{i},,,lock\n"));
-    }
-    let r = common::http()
-        .post(format!("{}/v1/sims:import", api.base))
-        .bearer_auth(common::TOKEN)
-        .body(csv)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().unwrap()["request_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, st) = api.get(&format!("/v1/requests/{id}?wait=30"));
-    assert_eq!(st["status"], "processed", "{st}");
-    id
+    api.import_locked(imsis.iter().map(|i| (*i).to_owned()))
 }
 
 fn request_status(api: &Api, id: &str) -> (u16, Value) {

@@ -436,8 +436,9 @@ impl Api {
         );
     }
 
-    /// Imports `imsis` as locked, unbound SIMs in one CSV request and waits until processed.
-    pub fn import_locked<I: IntoIterator<Item = String>>(&self, imsis: I) {
+    /// Imports `imsis` as locked, unbound SIMs in one CSV request and waits until processed;
+    /// returns the request id.
+    pub fn import_locked<I: IntoIterator<Item = String>>(&self, imsis: I) -> String {
         let mut csv = String::from("imsi,msisdn,profile,imei_management\n");
         for imsi in imsis {
             csv.push_str(&format!("{imsi},,,lock\n"));
@@ -455,6 +456,7 @@ impl Api {
             .to_owned();
         let (_, st) = self.get(&format!("/v1/requests/{id}?wait=30"));
         assert_eq!(st["status"], "processed", "{st}");
+        id
     }
 
     pub fn sim(&self, imsi: &str) -> Value {
