@@ -1,5 +1,5 @@
 //! Smoke runs of the benchmark scripts (benchmarks are not tests: this only keeps
-//! `scripts/bench-{radius,diameter,scale}.sh --smoke` working on the test build and checks that
+//! `scripts/bench-{radius,diameter,scale,n5g}.sh --smoke` working on the test build and checks that
 //! what they wrote adds up). A few seconds each; the figures are not judged.
 
 mod common;
@@ -120,4 +120,35 @@ fn bench_scale_smoke() {
         assert_eq!(u(&d["codes"]["accept"]), u(&d["answered"]), "{r}");
     }
     assert!(table.contains("p99 vs smallest"), "{table}");
+}
+
+/// `scripts/bench-n5g.sh --smoke`: h2load's closed-loop peak, then `imei-lock-load n5g`'s paced
+/// half of it against the real daemon; every check of both answered 200.
+#[test]
+fn bench_n5g_smoke() {
+    let out = tempfile::tempdir().unwrap();
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_imei-lockd"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let r = Command::new(common::repo_root().join("scripts").join("bench-n5g.sh"))
+        .arg("--smoke")
+        .env("BIN_DIR", &bin_dir)
+        .env("OUT", out.path())
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "bench-n5g.sh: {}\n{}\n{}",
+        r.status,
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("n5g.json")).unwrap()).unwrap();
+    let (peak, half) = (&v["peak"], &v["half_peak"]);
+    assert_eq!(u(&peak["status_2xx"]), u(&v["requests"]), "{v}");
+    assert!(u(&half["samples"]) > 0, "{v}");
+    assert_eq!(u(&half["codes"]["200"]), u(&half["samples"]), "{v}");
+    assert!(half["p99_ms"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
 }
