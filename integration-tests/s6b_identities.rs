@@ -1,8 +1,8 @@
 //! S6b User-Name identity forms against the real binary, with python-diameter as the P-GW
 //! (`integration-tests/peers/diameter_client.py`): every permanent-identity form (EAP-AKA,
 //! EAP-SIM, EAP-AKA', plain and decorated) is judged as its IMSI; pseudonyms and fast
-//! re-authentication identities get Experimental-Result DIAMETER_ERROR_USER_UNKNOWN (5001,
-//! Vendor-Id 10415), a log line and a metric label (docs/integration/s6b-identities.md).
+//! re-authentication identities get Result-Code DIAMETER_USER_UNKNOWN (5030), a log line and a
+//! metric label (docs/integration/s6b-identities.md).
 
 mod common;
 
@@ -159,9 +159,11 @@ fn pseudonyms_and_fast_reauth_identities_get_user_unknown() {
     let r = client(&d, json!(steps));
     for (i, (user_name, form, decorated)) in forms.iter().enumerate() {
         let (aaa, sta) = (&r[1 + 2 * i], &r[2 + 2 * i]);
-        assert!(aaa["result_code"].is_null(), "{user_name}: {aaa}");
-        assert_eq!(aaa["experimental_vendor_id"], 10415, "{user_name}: {aaa}");
-        assert_eq!(aaa["experimental_result_code"], 5001, "{user_name}: {aaa}");
+        assert_eq!(aaa["result_code"], 5030, "{user_name}: {aaa}");
+        assert!(
+            aaa["experimental_result_code"].is_null(),
+            "{user_name}: {aaa}"
+        );
         assert_eq!(aaa["error"], false, "{user_name}: not an 'E'-bit answer");
         assert_eq!(aaa["command"], 265);
         assert_eq!(aaa["application_id"], 16_777_272);
@@ -186,7 +188,7 @@ fn pseudonyms_and_fast_reauth_identities_get_user_unknown() {
     let user_unknown = common::counter(
         &m,
         "imei_lockd_diameter_answers_total",
-        &["app=\"s6b\"", "result_code=\"10415:5001\""],
+        &["app=\"s6b\"", "result_code=\"5030\""],
     );
     assert_eq!(user_unknown, forms.len() as f64, "{m}");
     assert_eq!(
@@ -197,7 +199,7 @@ fn pseudonyms_and_fast_reauth_identities_get_user_unknown() {
     let log = d.log_text();
     let lines: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("DIAMETER_ERROR_USER_UNKNOWN"))
+        .filter(|l| l.contains("DIAMETER_USER_UNKNOWN (5030)"))
         .collect();
     assert_eq!(lines.len(), forms.len(), "{log}");
     assert!(lines[0].contains("eap_aka_pseudonym"), "{}", lines[0]);

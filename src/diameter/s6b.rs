@@ -4,9 +4,8 @@
 //! - IMSI from User-Name (1): a bare IMSI (`<IMSI>@realm` or digits alone), a permanent
 //!   identity (`0<IMSI>@…` EAP-AKA, `1<IMSI>@…` EAP-SIM, `6<IMSI>@…` EAP-AKA'), plain or
 //!   decorated (`homerealm!user@otherrealm`); see [`super::nai`]. A pseudonym or fast
-//!   re-authentication identity carries no IMSI: the AAA answers Experimental-Result
-//!   DIAMETER_ERROR_USER_UNKNOWN (5001, Vendor-Id 10415; TS 29.273 / TS 29.229) without asking
-//!   the engine ([`aaa_user_unknown`]); in an STR it ends the session like an STR without
+//!   re-authentication identity carries no IMSI: the AAA answers Result-Code
+//!   DIAMETER_USER_UNKNOWN (5030) without asking the engine ([`aaa_user_unknown`]); in an STR it ends the session like an STR without
 //!   User-Name;
 //! - IMEI from Terminal-Information (1401/10415: IMEI 1402, 14 or 15 digits, and
 //!   Software-Version 1403, 2 digits, combined as `IMEI,SV`), else from User-Equipment-Info
@@ -14,7 +13,7 @@
 //! - APN from Service-Selection (493); RAT from RAT-Type (1032/10415); phase Start.
 //!
 //! STR (275) is phase End. The AAA (§9.2.2.1.2) carries Session-Id, Auth-Application-Id,
-//! Result-Code (2001 or 5003 DIAMETER_AUTHORIZATION_REJECTED) or Experimental-Result (5001),
+//! Result-Code (2001, 5003 DIAMETER_AUTHORIZATION_REJECTED or 5030 DIAMETER_USER_UNKNOWN),
 //! Origin-Host, Origin-Realm and the request's Auth-Request-Type. The STA (§9.2.2.3.2, as
 //! RFC 6733 §8.5) carries Session-Id, Result-Code, Origin-Host, Origin-Realm — and no
 //! Auth-Application-Id, which neither grammar lists.
@@ -30,10 +29,6 @@ use crate::diameter::codec::{
 use crate::diameter::gx::imei_from_uei;
 use crate::diameter::nai;
 
-/// DIAMETER_ERROR_USER_UNKNOWN (TS 29.229 §6.2.2.1, used by TS 29.273 on S6b): an
-/// Experimental-Result-Code with Vendor-Id 10415, never a Result-Code.
-pub const EXPERIMENTAL_USER_UNKNOWN: u32 = 5001;
-
 /// Why an AAR or STR cannot be mapped to an [`AuthContext`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum S6bError {
@@ -41,8 +36,8 @@ pub enum S6bError {
     #[error(transparent)]
     Message(#[from] MessageError),
     /// The User-Name is a pseudonym or fast re-authentication identity, which only the AAA
-    /// server that issued it can map to an IMSI: answered DIAMETER_ERROR_USER_UNKNOWN
-    /// ([`aaa_user_unknown`]).
+    /// server that issued it can map to an IMSI: answered DIAMETER_USER_UNKNOWN (5030,
+    /// [`aaa_user_unknown`]).
     #[error("User-Name is an {} {}, which cannot be mapped to an IMSI", .method.name(), .kind.name())]
     TemporaryIdentity {
         method: nai::EapMethod,
@@ -258,23 +253,15 @@ pub fn error_answer(req: &Message, origin: &Origin, err: &MessageError) -> Messa
 }
 
 /// The AAA for an AAR whose User-Name carries no IMSI the daemon can read (a pseudonym or fast
-/// re-authentication identity): Experimental-Result { Vendor-Id 10415,
-/// Experimental-Result-Code 5001 DIAMETER_ERROR_USER_UNKNOWN } in place of Result-Code, and
-/// `text` as Error-Message.
+/// re-authentication identity): Result-Code 5030 DIAMETER_USER_UNKNOWN, a permanent failure
+/// without the 'E' bit, and `text` as Error-Message.
 pub fn aaa_user_unknown(aar: &Message, origin: &Origin, text: &str) -> Message {
     let mut m = Message::answer_to(&aar.header);
     if let Some(s) = aar.session_id() {
         m.push(Avp::utf8(dict::SESSION_ID, 0, s));
     }
     m.push(Avp::u32(dict::AUTH_APPLICATION_ID, 0, APP_S6B));
-    let kids = [
-        Avp::u32(dict::VENDOR_ID, 0, VENDOR_3GPP),
-        Avp::u32(dict::EXPERIMENTAL_RESULT_CODE, 0, EXPERIMENTAL_USER_UNKNOWN),
-    ];
-    // Two 12-byte children never exceed the AVP length field.
-    if let Ok(g) = Avp::grouped(dict::EXPERIMENTAL_RESULT, 0, &kids) {
-        m.push(g);
-    }
+    m.push(Avp::u32(dict::RESULT_CODE, 0, ResultCode::USER_UNKNOWN.0));
     m.avps.extend(origin.avps());
     if let Ok(Some(v)) = aar.avps.get_u32(dict::AUTH_REQUEST_TYPE, 0) {
         m.push(Avp::u32(dict::AUTH_REQUEST_TYPE, 0, v));
@@ -485,23 +472,10 @@ mod tests {
             };
             assert_eq!(l, label);
             let a = refusal_answer(&m, &origin(), &e);
-            assert_eq!(
-                a.result_code(),
-                None,
-                "no Result-Code beside Experimental-Result"
-            );
-            let er = a
-                .avps
-                .get_grouped(dict::EXPERIMENTAL_RESULT, 0)
-                .unwrap()
-                .unwrap();
-            assert_eq!(er.get_u32(dict::VENDOR_ID, 0), Ok(Some(VENDOR_3GPP)));
-            assert_eq!(
-                er.get_u32(dict::EXPERIMENTAL_RESULT_CODE, 0),
-                Ok(Some(EXPERIMENTAL_USER_UNKNOWN))
-            );
+            assert_eq!(a.result_code(), Some(ResultCode::USER_UNKNOWN));
+            assert_eq!(a.experimental_result(), None);
             let codes: Vec<u32> = a.avps.iter().map(|a| a.code).collect();
-            assert_eq!(codes, [263, 258, 297, 264, 296, 274, 278, 281], "{name}");
+            assert_eq!(codes, [263, 258, 268, 264, 296, 274, 278, 281], "{name}");
             assert!(a
                 .avps
                 .get_utf8(dict::ERROR_MESSAGE, 0)

@@ -269,8 +269,8 @@ pub const FAMILIES: &[Family] = &[
         "S6b AARs by the form of their User-Name (form: imsi, eap_aka_permanent, \
          eap_sim_permanent, eap_aka_prime_permanent, the pseudonym and fast_reauth forms of each \
          method, no_imsi) and decorated (true for homerealm!user@otherrealm); pseudonym and \
-         fast_reauth AARs are answered DIAMETER_ERROR_USER_UNKNOWN, \
-         imei_lockd_diameter_answers_total{result_code=\"10415:5001\"}.",
+         fast_reauth AARs are answered DIAMETER_USER_UNKNOWN, \
+         imei_lockd_diameter_answers_total{result_code=\"5030\"}.",
     ),
     // REST API (src/api/).
     family(

@@ -154,7 +154,7 @@ fn refused(aar: &Message, origin: &Origin, e: &s6b::S6bError) -> Message {
             count_identity(label, user_name.is_some_and(|u| u.contains('!')));
             tracing::info!(session = ?aar.session_id(), peer = ?aar.origin_host(),
                 user_name = ?user_name, form = label,
-                "S6b AAR refused with DIAMETER_ERROR_USER_UNKNOWN (5001): {e}; the P-GW must \
+                "S6b AAR refused with DIAMETER_USER_UNKNOWN (5030): {e}; the P-GW must \
                  send the permanent identity (see docs/integration/s6b-identities.md)");
         }
     }

@@ -38,6 +38,9 @@ impl ResultCode {
     pub const UNKNOWN_SESSION_ID: Self = Self(5002);
     /// 5003 DIAMETER_AUTHORIZATION_REJECTED.
     pub const AUTHORIZATION_REJECTED: Self = Self(5003);
+    /// 5030 DIAMETER_USER_UNKNOWN (RFC 4006 §9.1): the S6b answer to a User-Name that names
+    /// no IMSI (a pseudonym or fast re-authentication identity).
+    pub const USER_UNKNOWN: Self = Self(5030);
     /// 5004 DIAMETER_INVALID_AVP_VALUE.
     pub const INVALID_AVP_VALUE: Self = Self(5004);
     /// 5005 DIAMETER_MISSING_AVP.
@@ -88,6 +91,7 @@ impl ResultCode {
             5012 => "DIAMETER_UNABLE_TO_COMPLY",
             5014 => "DIAMETER_INVALID_AVP_LENGTH",
             5015 => "DIAMETER_INVALID_MESSAGE_LENGTH",
+            5030 => "DIAMETER_USER_UNKNOWN",
             _ => "UNKNOWN",
         }
     }

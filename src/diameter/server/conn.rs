@@ -87,7 +87,7 @@ fn error(reason: &'static str) {
 }
 
 /// An answer's result for metrics: (0, Result-Code), or (Vendor-Id, Experimental-Result-Code)
-/// when it carries an Experimental-Result instead (S6b DIAMETER_ERROR_USER_UNKNOWN).
+/// when it carries an Experimental-Result instead (S13 DIAMETER_ERROR_EQUIPMENT_UNKNOWN).
 type Outcome = Option<(u32, u32)>;
 
 fn outcome(m: &Message) -> Outcome {

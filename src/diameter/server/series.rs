@@ -49,10 +49,8 @@ pub const ANSWERS: &[(&str, ResultCode)] = &[
     ("s6b", ResultCode::AUTHORIZATION_REJECTED),
     ("s6b", ResultCode::TOO_BUSY),
     ("s6b", ResultCode::UNABLE_TO_COMPLY),
+    ("s6b", ResultCode::USER_UNKNOWN),
 ];
-
-/// The `result_code` label of an S6b AAA with Experimental-Result DIAMETER_ERROR_USER_UNKNOWN.
-pub const S6B_USER_UNKNOWN: &str = "10415:5001";
 
 /// Registers the Diameter series known at start at 0.
 pub fn register() {
@@ -68,10 +66,6 @@ pub fn register() {
             "result_code" => code.0.to_string())
         .increment(0);
     }
-    // S6b DIAMETER_ERROR_USER_UNKNOWN, an Experimental-Result (Vendor-Id:code).
-    metrics::counter!("imei_lockd_diameter_answers_total", "app" => "s6b",
-        "result_code" => S6B_USER_UNKNOWN)
-    .increment(0);
     for &form in crate::diameter::nai::FORM_LABELS {
         for decorated in ["false", "true"] {
             metrics::counter!("imei_lockd_s6b_identities_total", "form" => form,
