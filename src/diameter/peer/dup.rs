@@ -9,14 +9,16 @@
 //! arrive on another one after failover), so the shell keeps one per daemon behind a lock.
 //! It does no I/O and reads no clock.
 //!
-//! A large cache is split into shards by key hash, each with its own map and expiry queue: a
-//! cache at capacity removes one entry for every one it adds, and the hash map's tombstones
-//! then make it rehash in place from time to time. One map of 200 000 entries took 25 ms to do
-//! so, every request of the daemon waiting behind it (the p99 of a Diameter benchmark at half
-//! of peak went from 0.6 to 11 ms); a shard of a few thousand takes a fraction of a millisecond.
+//! Two generations, each a hash map that is only ever added to and an arena of answer bytes:
+//! new requests go into the young one; when it holds half the capacity, or is half the TTL old,
+//! the old generation is dropped whole and the young one becomes old. So an answer is kept for
+//! at least half the TTL or half the capacity's worth of later requests, and never beyond the
+//! TTL. Why not one map that evicts its oldest entry per insert: at capacity that costs a cache
+//! miss and a free per request, and the map's tombstones made it rehash in place every few
+//! seconds — 25 ms with every request of the daemon waiting (200 000 entries). Dropping a
+//! generation frees one table and a few hundred 64 KiB chunks.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// An interned Origin-Host (see [`DuplicateCache::host_id`]) and an End-to-End Identifier:
@@ -27,16 +29,20 @@ type Key = u64;
 /// for duplicates (each is new); a network has a handful of peers, each with one Origin-Host.
 const MAX_HOSTS: usize = 4096;
 
-#[derive(Clone, Debug)]
+/// Size of an arena chunk (a larger answer gets a chunk of its own size).
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug)]
 enum Slot {
     InFlight,
-    Answered(Vec<u8>),
-}
-
-#[derive(Clone, Debug)]
-struct Entry {
-    slot: Slot,
-    expires: Instant,
+    /// Given up ([`DuplicateCache::abandon`]): as if absent.
+    Abandoned,
+    /// The answer's bytes in the generation's arena.
+    Answered {
+        chunk: u32,
+        at: u32,
+        len: u32,
+    },
 }
 
 /// What [`DuplicateCache::check`] found.
@@ -50,54 +56,100 @@ pub enum Lookup {
     Answered(Vec<u8>),
 }
 
-/// Entries per shard a cache aims at; a smaller cache is one shard.
-const SHARD_ENTRIES: usize = 4096;
-/// Most shards a cache is split into.
-const MAX_SHARDS: usize = 64;
+/// One generation: entries that are never removed one by one, and their answers' bytes.
+#[derive(Debug)]
+struct Generation {
+    entries: HashMap<Key, Slot, foldhash::fast::RandomState>,
+    chunks: Vec<Vec<u8>>,
+    /// When it first saw a request as the young generation.
+    started: Option<Instant>,
+    abandoned: usize,
+}
+
+impl Generation {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            chunks: Vec::new(),
+            started: None,
+            abandoned: 0,
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.entries.len() - self.abandoned
+    }
+
+    fn answer(&self, chunk: u32, at: u32, len: u32) -> Option<&[u8]> {
+        let (at, len) = (at as usize, len as usize);
+        self.chunks.get(chunk as usize)?.get(at..at + len)
+    }
+
+    /// Stores `answer` for `key`, if the key is here.
+    fn complete(&mut self, key: Key, answer: &[u8]) -> bool {
+        let Some(slot) = self.entries.get_mut(&key) else {
+            return false;
+        };
+        let (Ok(len), room) = (
+            u32::try_from(answer.len()),
+            self.chunks.last().map_or(0, |c| c.capacity() - c.len()),
+        ) else {
+            return true;
+        };
+        if room < answer.len() {
+            self.chunks
+                .push(Vec::with_capacity(CHUNK.max(answer.len())));
+        }
+        let index = self.chunks.len() - 1;
+        let (Some(chunk), Ok(c)) = (self.chunks.last_mut(), u32::try_from(index)) else {
+            return true;
+        };
+        let Ok(at) = u32::try_from(chunk.len()) else {
+            return true;
+        };
+        chunk.extend_from_slice(answer);
+        if matches!(slot, Slot::Abandoned) {
+            self.abandoned -= 1;
+        }
+        *slot = Slot::Answered { chunk: c, at, len };
+        true
+    }
+}
 
 /// Bounded cache of answers keyed by (Origin-Host, End-to-End-Id).
 #[derive(Debug)]
 pub struct DuplicateCache {
-    shards: Vec<Shard>,
-    hasher: foldhash::fast::RandomState,
+    young: Generation,
+    old: Generation,
+    /// Entries a generation takes before it ages: half the capacity.
+    generation: usize,
+    ttl: Duration,
     /// Origin-Hosts (ASCII lower case) and their ids.
     hosts: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
 }
 
 impl DuplicateCache {
-    /// At most `capacity` entries (at least 1), each kept for `ttl` after its request arrived.
-    /// A cache of more than a few thousand entries is sharded: each shard holds its share of
-    /// `capacity` and evicts its own oldest entries.
+    /// At most `capacity` entries (at least 2), each kept for up to `ttl` after its request
+    /// arrived and for at least half of either.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        let capacity = capacity.max(1);
-        let n = (capacity / SHARD_ENTRIES).clamp(1, MAX_SHARDS);
-        let shards = (0..n)
-            .map(|i| {
-                // The first `capacity % n` shards take one more, so the total is `capacity`.
-                let cap = capacity / n + usize::from(i < capacity % n);
-                Shard {
-                    entries: HashMap::with_capacity_and_hasher(cap, Default::default()),
-                    order: VecDeque::with_capacity(cap),
-                    capacity: cap.max(1),
-                    ttl,
-                }
-            })
-            .collect();
+        let generation = (capacity / 2).max(1);
         Self {
-            shards,
-            hasher: Default::default(),
+            young: Generation::new(generation),
+            old: Generation::new(0),
+            generation,
+            ttl,
             hosts: HashMap::default(),
         }
     }
 
-    /// Number of entries held.
+    /// Number of entries held (given-up ones not counted).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.entries.len()).sum()
+        self.young.live() + self.old.live()
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(|s| s.entries.is_empty())
+        self.len() == 0
     }
 
     /// The id of `origin_host` (compared without regard to ASCII case), given a new one if
@@ -126,10 +178,23 @@ impl DuplicateCache {
         Some(u64::from(id) << 32 | u64::from(end_to_end))
     }
 
-    fn shard(&mut self, key: Key) -> Option<&mut Shard> {
-        let n = self.shards.len();
-        let i = (self.hasher.hash_one(key) % n as u64) as usize;
-        self.shards.get_mut(i)
+    /// Ages the generations: the young one becomes old when full or half the TTL old; the old
+    /// one goes when its first entry could be older than the TTL.
+    fn age(&mut self, now: Instant) {
+        let started = *self.young.started.get_or_insert(now);
+        if self.young.entries.len() >= self.generation || now >= started + self.ttl / 2 {
+            let mut young = std::mem::replace(&mut self.young, Generation::new(self.generation));
+            young.started.get_or_insert(now);
+            self.young.started = Some(now);
+            self.old = young;
+        }
+        if self
+            .old
+            .started
+            .is_some_and(|s| now >= s + self.ttl && !self.old.entries.is_empty())
+        {
+            self.old = Generation::new(0);
+        }
     }
 
     /// Looks up a request; a new one is recorded as in flight. `hop_by_hop` is the arriving
@@ -141,24 +206,42 @@ impl DuplicateCache {
         end_to_end: u32,
         hop_by_hop: u32,
     ) -> Lookup {
+        self.age(now);
         let Some(key) = self.key(origin_host, end_to_end, true) else {
             // An Origin-Host beyond the MAX_HOSTS known: not checked.
             return Lookup::New;
         };
-        match self.shard(key) {
-            Some(shard) => shard.check(now, key, hop_by_hop),
-            // Unreachable: `new` makes at least one shard. A request is evaluated then.
-            None => Lookup::New,
+        for generation in [&self.young, &self.old] {
+            match generation.entries.get(&key) {
+                Some(Slot::InFlight) => return Lookup::InFlight,
+                Some(&Slot::Answered { chunk, at, len }) => {
+                    if let Some(b) = generation.answer(chunk, at, len) {
+                        return Lookup::Answered(with_hop_by_hop(b, hop_by_hop));
+                    }
+                }
+                Some(Slot::Abandoned) | None => {}
+            }
         }
+        match self.young.entries.get_mut(&key) {
+            Some(slot) => {
+                // Abandoned here before: in flight again.
+                *slot = Slot::InFlight;
+                self.young.abandoned -= 1;
+            }
+            None => {
+                self.young.entries.insert(key, Slot::InFlight);
+            }
+        }
+        Lookup::New
     }
 
     /// Records the encoded answer of a request first seen by [`check`](Self::check).
-    pub fn complete(&mut self, origin_host: &str, end_to_end: u32, answer: Vec<u8>) {
+    pub fn complete(&mut self, origin_host: &str, end_to_end: u32, answer: &[u8]) {
         let Some(key) = self.key(origin_host, end_to_end, false) else {
             return;
         };
-        if let Some(e) = self.shard(key).and_then(|s| s.entries.get_mut(&key)) {
-            e.slot = Slot::Answered(answer);
+        if !self.young.complete(key, answer) {
+            self.old.complete(key, answer);
         }
     }
 
@@ -168,83 +251,20 @@ impl DuplicateCache {
         let Some(key) = self.key(origin_host, end_to_end, false) else {
             return;
         };
-        if let Some(shard) = self.shard(key) {
-            if matches!(
-                shard.entries.get(&key).map(|e| &e.slot),
-                Some(Slot::InFlight)
-            ) {
-                shard.entries.remove(&key);
+        for generation in [&mut self.young, &mut self.old] {
+            if let Some(slot) = generation.entries.get_mut(&key) {
+                if matches!(slot, Slot::InFlight) {
+                    *slot = Slot::Abandoned;
+                    generation.abandoned += 1;
+                }
+                return;
             }
         }
     }
 
-    /// Drops expired entries (of every shard; [`check`](Self::check) purges its own shard).
+    /// Drops what has aged out.
     pub fn purge(&mut self, now: Instant) {
-        for s in &mut self.shards {
-            s.purge(now);
-        }
-    }
-}
-
-/// One shard: its entries, their insertion order and its share of the capacity.
-#[derive(Debug)]
-struct Shard {
-    entries: HashMap<Key, Entry, foldhash::fast::RandomState>,
-    /// Insertion order with each entry's expiry, for expiry and eviction.
-    order: VecDeque<(Key, Instant)>,
-    capacity: usize,
-    ttl: Duration,
-}
-
-impl Shard {
-    fn check(&mut self, now: Instant, key: Key, hop_by_hop: u32) -> Lookup {
-        self.purge(now);
-        if let Some(e) = self.entries.get(&key) {
-            return match &e.slot {
-                Slot::InFlight => Lookup::InFlight,
-                Slot::Answered(b) => Lookup::Answered(with_hop_by_hop(b, hop_by_hop)),
-            };
-        }
-        while self.entries.len() >= self.capacity {
-            let Some((k, exp)) = self.order.pop_front() else {
-                break;
-            };
-            self.remove_if(&k, exp);
-        }
-        let expires = now + self.ttl;
-        self.order.push_back((key, expires));
-        // Records of abandoned entries stay in `order` until their expiry; bound them (under
-        // overload every shed request is abandoned, which would keep a TTL's worth of them).
-        if self.order.len() > 2 * self.capacity + 2 {
-            let entries = &self.entries;
-            self.order
-                .retain(|(k, exp)| entries.get(k).is_some_and(|e| e.expires == *exp));
-        }
-        self.entries.insert(
-            key,
-            Entry {
-                slot: Slot::InFlight,
-                expires,
-            },
-        );
-        Lookup::New
-    }
-
-    fn purge(&mut self, now: Instant) {
-        while let Some((_, exp)) = self.order.front() {
-            if *exp > now {
-                break;
-            }
-            if let Some((k, exp)) = self.order.pop_front() {
-                self.remove_if(&k, exp);
-            }
-        }
-    }
-
-    fn remove_if(&mut self, k: &Key, expires: Instant) {
-        if self.entries.get(k).is_some_and(|e| e.expires == expires) {
-            self.entries.remove(k);
-        }
+        self.age(now);
     }
 }
 
@@ -261,25 +281,65 @@ pub fn with_hop_by_hop(answer: &[u8], hop_by_hop: u32) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    /// A large cache is sharded, and still holds exactly its capacity: the newest entries
-    /// stay, every shard evicts its oldest.
+    /// A large cache holds between half its capacity and its capacity, the newest entries;
+    /// everything goes once the TTL has passed.
     #[test]
-    fn a_sharded_cache_holds_its_capacity() {
+    fn generations_hold_between_half_and_all_of_the_capacity() {
         let t0 = Instant::now();
         let cap = 20_000;
         let mut c = DuplicateCache::new(cap, Duration::from_secs(240));
-        assert!(c.shards.len() > 1, "{} shards", c.shards.len());
-        assert_eq!(c.shards.iter().map(|s| s.capacity).sum::<usize>(), cap);
         for e in 0..100_000u32 {
             assert_eq!(c.check(t0, "PGW", e, 0), Lookup::New);
-            c.complete("pgw", e, vec![0; 20]);
+            c.complete("pgw", e, &e.to_be_bytes().repeat(5));
+            assert!(c.len() <= cap, "{} at {e}", c.len());
         }
-        assert_eq!(c.len(), cap);
-        // The newest entry of all is still there, in whatever shard it fell.
-        assert!(matches!(c.check(t0, "pgw", 99_999, 7), Lookup::Answered(_)));
-        // Expiry reaches every shard.
+        assert!(c.len() >= cap / 2, "{}", c.len());
+        // The newest half of the capacity is all there, with its own answers.
+        for e in 100_000 - cap as u32 / 2..100_000 {
+            let Lookup::Answered(b) = c.check(t0, "pgw", e, 7) else {
+                panic!("{e} gone")
+            };
+            assert_eq!(b.get(16..20), Some(&e.to_be_bytes()[..]), "{e}");
+        }
+        assert_eq!(c.check(t0, "pgw", 0, 7), Lookup::New, "the oldest went");
         c.purge(t0 + Duration::from_secs(241));
-        assert!(c.is_empty());
+        assert!(c.is_empty(), "{}", c.len());
+    }
+
+    /// Time ages the generations too: an answer is kept for at least half the TTL and never
+    /// for the whole TTL past its request.
+    #[test]
+    fn answers_live_between_half_the_ttl_and_the_ttl() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(100);
+        let mut c = DuplicateCache::new(1000, ttl);
+        c.check(t0, "p", 1, 0);
+        c.complete("p", 1, &[0; 20]);
+        let at = |s| t0 + Duration::from_secs(s);
+        assert!(matches!(c.check(at(49), "p", 1, 0), Lookup::Answered(_)));
+        assert!(matches!(c.check(at(60), "p", 1, 0), Lookup::Answered(_)));
+        assert_eq!(c.check(at(100), "p", 1, 0), Lookup::New);
+    }
+
+    /// An answer larger than an arena chunk is kept whole.
+    #[test]
+    fn a_large_answer_is_kept_whole() {
+        let t0 = Instant::now();
+        let mut c = DuplicateCache::new(10, Duration::from_secs(60));
+        let big: Vec<u8> = (0..3 * CHUNK).map(|i| i as u8).collect();
+        c.check(t0, "p", 1, 0);
+        c.complete("p", 1, &big);
+        c.check(t0, "p", 2, 0);
+        c.complete("p", 2, &[9; 20]);
+        let Lookup::Answered(b) = c.check(t0, "p", 1, 0x0102_0304) else {
+            panic!()
+        };
+        assert_eq!(b.len(), big.len());
+        assert_eq!(b.get(16..), big.get(16..));
+        let Lookup::Answered(b) = c.check(t0, "p", 2, 0) else {
+            panic!()
+        };
+        assert_eq!(b.len(), 20);
     }
 
     #[test]
@@ -288,7 +348,7 @@ mod tests {
         let mut c = DuplicateCache::new(10, Duration::from_secs(60));
         assert_eq!(c.check(t0, "PGW", 5, 1), Lookup::New);
         assert_eq!(c.check(t0, "pgw", 5, 2), Lookup::InFlight);
-        c.complete("pgw", 5, vec![0; 20]);
+        c.complete("pgw", 5, &[0; 20]);
         let Lookup::Answered(b) = c.check(t0, "pgw", 5, 0xabcd) else {
             panic!()
         };
@@ -325,14 +385,14 @@ mod tests {
         }
         assert_eq!(c.check(t0, "extra", 1, 0), Lookup::New);
         assert_eq!(c.check(t0, "extra", 1, 0), Lookup::New);
-        c.complete("extra", 1, vec![0; 20]);
+        c.complete("extra", 1, &[0; 20]);
         assert_eq!(c.len(), MAX_HOSTS);
         assert_eq!(c.check(t0, "host7", 1, 0), Lookup::InFlight);
     }
 
-    /// Abandoned requests (shed under overload) leave no unbounded trail of order records.
+    /// Abandoned requests (shed under overload) leave nothing counted and no trail.
     #[test]
-    fn order_stays_bounded_when_requests_are_abandoned() {
+    fn abandoned_requests_leave_nothing_behind() {
         let t0 = Instant::now();
         let mut c = DuplicateCache::new(4, Duration::from_secs(240));
         for e in 0..10_000 {
@@ -340,13 +400,12 @@ mod tests {
             c.abandon("p", e);
         }
         assert!(c.is_empty());
-        let order = c.shards.iter().map(|s| s.order.len()).sum::<usize>();
-        assert!(order <= 2 * 4 + 2, "{order}");
-        // Live entries are still evicted oldest first.
+        assert!(c.young.entries.len() + c.old.entries.len() <= 4);
+        // Live entries: the newest stay, the oldest go.
         for e in 0..6 {
             assert_eq!(c.check(t0, "p", 100_000 + e, 0), Lookup::New);
         }
-        assert_eq!(c.len(), 4);
+        assert!((2..=4).contains(&c.len()), "{}", c.len());
         assert_eq!(c.check(t0, "p", 100_005, 0), Lookup::InFlight);
         assert_eq!(c.check(t0, "p", 100_000, 0), Lookup::New);
     }

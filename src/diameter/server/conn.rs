@@ -457,8 +457,7 @@ impl Conn {
                 dup.lock().abandon(&origin_host, h.end_to_end);
                 return;
             };
-            dup.lock()
-                .complete(&origin_host, h.end_to_end, bytes.clone());
+            dup.lock().complete(&origin_host, h.end_to_end, &bytes);
             answered(app, outcome(&a));
             self.write(bytes).await;
             return;
@@ -511,7 +510,7 @@ impl Conn {
             shared
                 .dup
                 .lock()
-                .complete(&origin_host, h.end_to_end, bytes.clone());
+                .complete(&origin_host, h.end_to_end, &bytes);
             let _ = done.send(Done { bytes, app, code });
         });
     }
